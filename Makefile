@@ -1,0 +1,53 @@
+# ferry: the commands people want. `make demo` and `make test` work on a fresh
+# Debian 12 machine as root: they install what they need themselves.
+SHELL := /bin/bash
+export PATH := $(PATH):/usr/local/go/bin
+GO ?= go
+LAB_ROOT ?= /var/lib/ferry-lab
+LAB_HOSTS ?= 2
+export FERRY_LAB_ROOT := $(LAB_ROOT)
+
+.PHONY: all build deps lab-up lab-down unit e2e test demo bench lint clean
+
+all: build
+
+build:
+	$(GO) build -o bin/ferry ./cmd/ferry
+
+deps:
+	bash hack/install-deps.sh
+
+lab-up: deps
+	bash hack/lab-up.sh $(LAB_HOSTS)
+
+lab-down:
+	bash hack/lab-down.sh
+
+# Unit tests: no daemon needed.
+unit:
+	$(GO) test ./...
+
+# End-to-end tests against the lab (brought up if needed, always brought down).
+e2e: deps
+	@set -o pipefail; rc=0; \
+	bash hack/lab-up.sh $(LAB_HOSTS) || rc=$$?; \
+	if [ $$rc -eq 0 ]; then $(GO) test -tags e2e -count=1 -timeout 60m -v ./test/e2e/ 2>&1 | tee /tmp/ferry-e2e.log || rc=$$?; fi; \
+	bash hack/lab-down.sh || true; \
+	exit $$rc
+
+# Everything: lint, unit tests, then the lab tests.
+test: deps lint unit e2e
+
+demo: deps build
+	bash hack/demo.sh
+
+bench: deps build
+	bash hack/bench.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

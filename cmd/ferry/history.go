@@ -1,0 +1,79 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ferryvm/ferry/orchestrator"
+)
+
+type historyOptions struct {
+	vm    string
+	state string
+	limit int
+}
+
+func newHistoryCmd(a *app) *cobra.Command {
+	o := &historyOptions{}
+	cmd := &cobra.Command{
+		Use:   "history",
+		Short: "List past and running migrations from the journal, newest first",
+		Example: `  ferry history
+  ferry history --vm web-01 --limit 5
+  ferry history --state rolled_back -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			j, err := a.journal(cmd.Context())
+			if err != nil {
+				return err
+			}
+			rows, err := j.List(cmd.Context(), orchestrator.ListFilter{VM: o.vm, State: o.state, Limit: o.limit})
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if a.json() {
+				if rows == nil {
+					rows = []*orchestrator.Record{}
+				}
+				return writeJSON(out, rows)
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tVM\tFROM\tTO\tSTATE\tSTAGE\tSTARTED\tDURATION\tDOWNTIME\tERROR")
+			for _, r := range rows {
+				d, dt := "-", "-"
+				if r.FinishedAt != nil {
+					d = dur(r.FinishedAt.Sub(r.StartedAt))
+				}
+				if r.DowntimeMS != nil {
+					dt = dur(time.Duration(*r.DowntimeMS) * time.Millisecond)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:8], r.VM, dash(r.Source), dash(r.Dest), r.State, r.StageName,
+					r.StartedAt.Local().Format("2006-01-02 15:04:05"), d, dt, truncate(r.Error, 70))
+			}
+			return tw.Flush()
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.vm, "vm", "", "only this VM (name or UUID)")
+	f.StringVar(&o.state, "state", "", "only this state: running, completed, refused, rolled_back, failed")
+	f.IntVar(&o.limit, "limit", 50, "at most this many rows (0: all)")
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n-1] + "…"
+}

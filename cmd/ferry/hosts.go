@@ -1,0 +1,55 @@
+package main
+
+import (
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+)
+
+type hostsOptions struct{ names []string }
+
+func newHostsCmd(a *app) *cobra.Command {
+	o := &hostsOptions{}
+	return &cobra.Command{
+		Use:   "hosts [HOST...]",
+		Short: "Show the inventory's hosts: reachability, free memory, VMs",
+		Example: `  ferry hosts
+  ferry hosts host2 -o json`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			o.names = args
+			c, err := a.controller(cmd.Context())
+			if err != nil {
+				return err
+			}
+			hosts, err := c.Hosts(cmd.Context(), o.names)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if a.json() {
+				return writeJSON(out, hosts)
+			}
+			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "HOST\tURI\tREACHABLE\tMEMORY FREE/TOTAL\tRESERVED\tCPUS\tVMS RUNNING/DEFINED\tLIBVIRT\tQEMU")
+			down := 0
+			for _, h := range hosts {
+				if !h.Reachable {
+					down++
+					fmt.Fprintf(tw, "%s\t%s\tno: %s\t-\t-\t-\t-\t-\t-\n", h.Name, h.URI, h.Error)
+					continue
+				}
+				fmt.Fprintf(tw, "%s\t%s\tyes\t%s / %s\t%s\t%d\t%d/%d\t%s\t%s\n", h.Name, h.URI,
+					bytesIEC(h.FreeMemoryBytes), bytesIEC(h.MemoryBytes), bytesIEC(h.ReservedBytes), h.CPUs,
+					h.VMsRunning, h.VMsDefined, h.LibvirtVersion, h.QEMUVersion)
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if down > 0 {
+				return fmt.Errorf("%d of %d hosts unreachable", down, len(hosts))
+			}
+			return nil
+		},
+	}
+}

@@ -1,0 +1,60 @@
+// Command ferry moves virtual machines between libvirt/QEMU hosts.
+//
+// This package is the only one that prints for humans or picks exit codes;
+// the work itself lives in orchestrator (and, below it, virt).
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/ferryvm/ferry/orchestrator"
+)
+
+// Exit codes, documented in the README.
+const (
+	exitOK         = 0
+	exitFailure    = 1 // anything else
+	exitRefused    = 2 // bad input or a failed pre-flight check; nothing changed
+	exitRolledBack = 3 // the migration failed or was cancelled; the VM runs on the source
+	exitRecover    = 4 // the outcome needs `ferry recover`
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return
+	}
+	fmt.Fprintf(os.Stderr, "ferry: %v\n", err)
+	os.Exit(exitCode(err))
+}
+
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ue), errors.Is(err, orchestrator.ErrRefused), errors.Is(err, orchestrator.ErrInvalidRequest),
+		errors.Is(err, orchestrator.ErrNoRecord):
+		return exitRefused
+	case errors.Is(err, orchestrator.ErrRolledBack):
+		return exitRolledBack
+	case errors.Is(err, orchestrator.ErrNeedsRecovery):
+		return exitRecover
+	}
+	return exitFailure
+}
+
+// usageError marks errors in flags or arguments.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }

@@ -1,0 +1,168 @@
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/ferryvm/ferry/virt"
+)
+
+// jobWaitTimeout bounds how long recover waits for an interrupted job to
+// stop after aborting it (or, in post-copy, to finish).
+const jobWaitTimeout = 120 * time.Second
+
+// RecoverResult is what recover did with one journal row.
+type RecoverResult struct {
+	ID      string `json:"id"`
+	VM      string `json:"vm"`
+	Before  string `json:"state_before"`
+	After   string `json:"state_after"`
+	RunsOn  string `json:"runs_on,omitempty"`
+	Skipped string `json:"skipped,omitempty"`
+	Note    string `json:"note,omitempty"`
+	Error   string `json:"error,omitempty"`
+}
+
+// RecoverOptions select what recover touches.
+type RecoverOptions struct {
+	ID string // only this migration
+	// Force also takes rows whose owning ferry process still runs.
+	Force bool
+}
+
+// Recover finishes unfinished journal rows (a crashed or killed ferry): it
+// asks both hosts where the VM runs, stops any migration job left behind,
+// and converges to exactly one running copy, like Ganeti's migrate --cleanup.
+func (c *Controller) Recover(ctx context.Context, opt RecoverOptions) ([]RecoverResult, error) {
+	var rows []*Record
+	if opt.ID != "" {
+		r, err := c.Journal.Get(ctx, opt.ID)
+		if err != nil {
+			return nil, err
+		}
+		rows = []*Record{r}
+	} else {
+		for _, st := range []string{StateRunning, StateFailed} {
+			rs, err := c.Journal.List(ctx, ListFilter{State: st})
+			if err != nil {
+				return nil, err
+			}
+			rows = append(rows, rs...)
+		}
+	}
+	var out []RecoverResult
+	var errs []error
+	for _, r := range rows {
+		res := RecoverResult{ID: r.ID, VM: r.VM, Before: r.State, After: r.State}
+		switch {
+		case r.State != StateRunning && r.State != StateFailed:
+			res.Skipped = "already finished (" + r.State + ")"
+		case !opt.Force && r.State == StateRunning && ownerAlive(r.Owner):
+			res.Skipped = "its ferry process is still running; use --force to take it over"
+		default:
+			if err := c.recoverOne(ctx, r, &res); err != nil {
+				res.Error = err.Error()
+				errs = append(errs, fmt.Errorf("%s (%s): %w", r.ID, r.VM, err))
+			}
+		}
+		out = append(out, res)
+	}
+	return out, errors.Join(errs...)
+}
+
+func (c *Controller) recoverOne(ctx context.Context, r *Record, res *RecoverResult) error {
+	log := c.log().WithFields(logrus.Fields{"migration": r.ID, "vm": r.VM, "src": r.Source, "dst": r.Dest})
+	if r.VMUUID == "" || r.Stage < StageReservation || r.DestURI == "" {
+		// Nothing was started on any host before the reservation stage.
+		_ = c.Journal.Release(ctx, r.ID)
+		res.After = StateRefused
+		return c.Journal.Finish(ctx, r.ID, StateRefused, "interrupted during pre-flight checks; nothing was changed", map[string]any{"notes": "recovered"})
+	}
+	src, err := c.dial(ctx, HostEntry{Name: r.Source, URI: r.SourceURI})
+	if err != nil {
+		return fmt.Errorf("cannot decide without the source: %w", err)
+	}
+	defer src.Close()
+	dst, err := c.dial(ctx, HostEntry{Name: r.Dest, URI: r.DestURI})
+	if err != nil {
+		return fmt.Errorf("cannot decide without the destination: %w", err)
+	}
+	defer dst.Close()
+
+	if err := settleJob(ctx, log, src, r.VMUUID); err != nil {
+		return err
+	}
+	keep, note, err := c.converge(ctx, log, src, dst, r.VMUUID, r.Stage >= StageCommitment)
+	if err != nil {
+		return err
+	}
+	res.Note = note
+	switch keep {
+	case "destination":
+		res.After, res.RunsOn = StateCompleted, r.Dest
+		if r.Stage < StageCommitment {
+			_ = c.Journal.EnterStage(ctx, r.ID, StageCommitment, c.now(), nil)
+		}
+		_ = c.Journal.EnterStage(ctx, r.ID, StageActivation, c.now(), nil)
+		c.runHooks(ctx, log, "activation", HookPayload{Event: "activation", MigrationID: r.ID, VM: r.VM, VMUUID: r.VMUUID,
+			Source: r.Source, SourceURI: r.SourceURI, Destination: r.Dest, DestinationURI: r.DestURI})
+	case "source":
+		res.After, res.RunsOn = StateRolledBack, r.Source
+	default:
+		res.After = StateFailed
+		_ = c.Journal.Update(ctx, r.ID, map[string]any{"state": StateFailed, "notes": "recover: " + note})
+		return fmt.Errorf("%w: %s", ErrNeedsRecovery, note)
+	}
+	_ = c.Journal.Release(ctx, r.ID)
+	notes := "recovered by `ferry recover`: runs on " + res.RunsOn
+	if note != "" {
+		notes += "; " + note
+	}
+	errText := r.Error
+	if errText == "" && keep == "source" {
+		errText = "interrupted (ferry stopped during the migration); rolled back by recover"
+	}
+	log.WithField("runs_on", res.RunsOn).Info("recovered")
+	return c.Journal.Finish(ctx, r.ID, res.After, errText, map[string]any{"notes": notes})
+}
+
+// settleJob makes sure no migration job is still running on the source: an
+// interrupted pre-copy is aborted (the source stays primary); a post-copy
+// cannot be aborted and is waited for.
+func settleJob(ctx context.Context, log *logrus.Entry, h virt.Host, uuid string) error {
+	d, err := h.LookupDomain(uuid)
+	if errors.Is(err, virt.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(jobWaitTimeout)
+	aborted := false
+	for {
+		js, err := d.JobStats(false)
+		if err != nil || (js.Type != virt.JobBounded && js.Type != virt.JobUnbounded) {
+			return nil
+		}
+		info, _ := d.Info()
+		if !aborted && !postcopyReason(info.Reason) {
+			log.Info("aborting the migration job left behind")
+			if err := d.AbortJob(); err != nil && !errors.Is(err, virt.ErrInvalidState) {
+				log.WithError(err).Warn("abort job")
+			}
+			aborted = true
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the migration job on %s did not end within %s", h.URI(), jobWaitTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(sampleIntervalMS * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,61 @@
+// Package store opens ferry's state database: one SQLite file (WAL) holding the
+// migration journal, reservations, maintenance marks and the SLA event log.
+//
+// It owns the connection settings only. Each package that keeps state declares
+// and migrates its own tables (CREATE TABLE IF NOT EXISTS) on the *sql.DB it is
+// given, and keeps its SQL portable so the same schema can run on PostgreSQL.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+)
+
+// DefaultPath is where ferry keeps its state when neither --state nor
+// FERRY_STATE says otherwise.
+const DefaultPath = "/var/lib/ferry/ferry.db"
+
+// ErrOpen is returned when the state database cannot be opened or created.
+var ErrOpen = errors.New("cannot open ferry state")
+
+// busyTimeout lets several ferry processes share one file: a writer waits for
+// another's transaction instead of failing with SQLITE_BUSY.
+const busyTimeout = 10 * time.Second
+
+// Path resolves the state path: the flag value if set, then FERRY_STATE, then DefaultPath.
+func Path(flag string) string {
+	if flag != "" {
+		return flag
+	}
+	if env := os.Getenv("FERRY_STATE"); env != "" {
+		return env
+	}
+	return DefaultPath
+}
+
+// Open opens (creating if needed) the SQLite database at path.
+func Open(ctx context.Context, path string) (*sql.DB, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrOpen, path, err)
+		}
+	}
+	dsn := fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate",
+		path, busyTimeout.Milliseconds())
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrOpen, path, err)
+	}
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%w: %s: %w", ErrOpen, path, err)
+	}
+	return db, nil
+}

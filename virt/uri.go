@@ -1,0 +1,52 @@
+package virt
+
+import (
+	"fmt"
+	"net/url"
+	"strings"
+)
+
+var uriSchemes = map[string]bool{
+	"qemu": true, "qemu+tcp": true, "qemu+tls": true, "qemu+ssh": true, "qemu+libssh": true,
+	"qemu+libssh2": true, "qemu+unix": true, "test": true, "test+tcp": true,
+}
+
+// ValidateURI rejects strings that cannot be a libvirt connection URI, before
+// libvirt tries (and, for some typos, silently connects somewhere else).
+func ValidateURI(uri string) error {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return &Error{Op: "parse URI", Sentinel: ErrBadURI, Message: fmt.Sprintf("malformed libvirt URI %q: %v", uri, err)}
+	}
+	bad := func(why string) error {
+		return &Error{Op: "parse URI", Sentinel: ErrBadURI,
+			Message: fmt.Sprintf("malformed libvirt URI %q: %s (expected e.g. qemu+tcp://host/system)", uri, why)}
+	}
+	if !uriSchemes[u.Scheme] {
+		return bad(fmt.Sprintf("unknown scheme %q", u.Scheme))
+	}
+	remote := strings.Contains(u.Scheme, "+") && u.Scheme != "qemu+unix"
+	if remote && u.Hostname() == "" {
+		return bad("no host name")
+	}
+	if strings.HasPrefix(u.Scheme, "qemu") && u.Path != "/system" && u.Path != "/session" {
+		return bad(fmt.Sprintf("path %q is neither /system nor /session", u.Path))
+	}
+	if p := u.Port(); p != "" {
+		for _, c := range p {
+			if c < '0' || c > '9' {
+				return bad("port is not a number")
+			}
+		}
+	}
+	return nil
+}
+
+// URIHost returns the host part of a libvirt URI ("" for local URIs).
+func URIHost(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return ""
+	}
+	return u.Hostname()
+}
