@@ -49,6 +49,8 @@ type Domain interface {
 	Resume() error
 	Start() error
 	Destroy() error
+	// MeasureDirtyRate samples the guest's dirty rate (bytes/s) over period.
+	MeasureDirtyRate(ctx context.Context, period time.Duration) (uint64, error)
 	// Undefine removes the persistent definition; keepNVRAM leaves the NVRAM
 	// file (needed when the destination uses the same file on shared storage).
 	Undefine(keepNVRAM bool) error

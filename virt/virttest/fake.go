@@ -118,6 +118,7 @@ type Domain struct {
 	// MigrateFn, when set, replaces the default instant successful move.
 	MigrateFn func(ctx context.Context, d *Domain, p virt.MigrateParams) error
 	Stats     virt.JobStats
+	DirtyRate uint64 // bytes/s reported by MeasureDirtyRate
 	Calls     []string
 }
 
@@ -207,6 +208,11 @@ func (d *Domain) Destroy() error {
 	d.record("destroy")
 	d.SetState(virt.StateShutoff, "destroyed")
 	return nil
+}
+
+// MeasureDirtyRate returns the fake's DirtyRate.
+func (d *Domain) MeasureDirtyRate(context.Context, time.Duration) (uint64, error) {
+	return d.DirtyRate, nil
 }
 
 func (d *Domain) Undefine(bool) error {

@@ -1,0 +1,259 @@
+#!/usr/bin/env bash
+# lab-up.sh [N]: bring up an N-host libvirt lab on this machine (N: argument, else $FERRY_LAB_HOSTS,
+# else the size of the lab already there, else 2).
+#
+#   host i = libvirtd + virtlogd in a private mount namespace whose /etc/libvirt, /run/libvirt,
+#            /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt are $FERRY_LAB_ROOT/hosts/hosti/*,
+#            listening on qemu+tcp://127.0.10.i/system, migrating over tcp://127.0.10.i,
+#            with a `default` dir pool on its own /var/lib/libvirt/images.
+#   $FERRY_LAB_ROOT/shared        same path on every host (shared storage); shared/console: guest serial logs
+#   $FERRY_LAB_ROOT/ferry.yaml    ferry inventory of the N hosts
+#   $FERRY_LAB_ROOT/lab.env       FERRY_CONFIG, FERRY_LAB_ROOT, FERRY_LAB_HOSTS, ... (KEY=value lines)
+#
+# Re-runnable: hosts that are up are left alone, dead ones are restarted. Exit 0 only if all N answer.
+# Needs the packages of hack/install-deps.sh. Stop with hack/lab-down.sh.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+say() { printf '[lab-up] %s\n' "$*" >&2; }
+die() { printf '[lab-up] ERROR: %s\n' "$*" >&2; exit 1; }
+# shellcheck source=lab-common.sh
+. "$HERE/lab-common.sh"
+
+# N: the argument, else $FERRY_LAB_HOSTS, else the size of the lab already there (so a bare
+# re-run that restarts a killed host keeps a 3-host inventory at 3), else 2.
+prev=$(sed -n 's/^FERRY_LAB_HOSTS=\([0-9][0-9]*\)$/\1/p' "$ROOT/lab.env" 2>/dev/null || true)
+N=${1:-${FERRY_LAB_HOSTS:-${prev:-2}}}
+case "$N" in '' | *[!0-9]*) die "usage: lab-up.sh [N]  (N = number of hosts, 1..50; got '$N')" ;; esac
+[ "$N" -ge 1 ] && [ "$N" -le 50 ] || die "number of hosts must be 1..50, got $N"
+[ "$(id -u)" = 0 ] || die "must run as root"
+
+# --- prerequisites -----------------------------------------------------------------------
+missing=()
+for c in libvirtd virtlogd virsh qemu-system-x86_64 unshare nsenter cpio timeout flock; do
+  command -v "$c" >/dev/null || missing+=("$c")
+done
+for so in libvirt_driver_qemu.so libvirt_driver_storage.so; do
+  compgen -G "/usr/lib/*/libvirt/connection-driver/$so" >/dev/null || missing+=("$so")
+done
+getent passwd libvirt-qemu >/dev/null || missing+=("user libvirt-qemu")
+getent group kvm >/dev/null || missing+=("group kvm")
+[ -s "$CACHE/vmlinuz" ] || missing+=("guest kernel $CACHE/vmlinuz")
+[ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]}; run hack/install-deps.sh first"
+v=$(libvirtd --version | awk '{print $NF}')
+case "$v" in 1[1-9].*) ;; *) die "libvirtd $v is too old for the lab (want 11+ from bookworm-backports); run hack/install-deps.sh" ;; esac
+
+mkdir -p "$ROOT/hosts" "$CONSOLE_DIR"
+exec 9>"$ROOT/.lock"
+flock -w 300 9 || die "another lab-up/lab-down holds $ROOT/.lock"
+
+# The pristine /etc/libvirt every host's etc is seeded from. It must be the machine's own
+# directory, not a host's bind mount leaked into this namespace.
+if awk '$5 == "/etc/libvirt" {f=1} END {exit !f}' /proc/self/mountinfo; then
+  die "/etc/libvirt is a mount point in this namespace (leaked lab mount?); run hack/lab-down.sh"
+fi
+if [ ! -d "$ROOT/pristine/etc-libvirt" ]; then
+  say "saving a pristine copy of /etc/libvirt in $ROOT/pristine/etc-libvirt"
+  rm -rf "$ROOT/pristine.tmp"
+  mkdir -p "$ROOT/pristine.tmp"
+  cp -a /etc/libvirt "$ROOT/pristine.tmp/etc-libvirt"
+  mkdir -p "$ROOT/pristine"
+  mv "$ROOT/pristine.tmp/etc-libvirt" "$ROOT/pristine/etc-libvirt"
+  rmdir "$ROOT/pristine.tmp"
+fi
+
+say "guest initramfs: $("$HERE/guest/build.sh" 9>&-)"
+
+# --- per host ----------------------------------------------------------------------------
+write_config() {
+  local i=$1 H addr pmin
+  H=$(host_dir "$i")
+  addr=$(host_addr "$i")
+  mkdir -p "$H"/{run,lib/images,log,cache}
+  if [ ! -e "$H/.etc-seeded" ]; then
+    rm -rf "$H/etc"
+    cp -a "$ROOT/pristine/etc-libvirt" "$H/etc"
+    touch "$H/.etc-seeded"
+  fi
+  [ -s "$H/host-uuid" ] || cat /proc/sys/kernel/random/uuid >"$H/host-uuid"
+  pmin=$((49152 + (i - 1) * 64))
+  cat >"$H/etc/libvirtd.conf" <<EOF
+# written by hack/lab-up.sh: ferry lab host$i
+listen_tls = 0
+listen_tcp = 1
+listen_addr = "$addr"
+auth_tcp = "none"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+host_uuid = "$(cat "$H/host-uuid")"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+keepalive_interval = 5
+keepalive_count = 5
+EOF
+  cat >"$H/etc/virtlogd.conf" <<EOF
+# written by hack/lab-up.sh: ferry lab host$i
+log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
+# With stdio_handler = "logd" libvirt routes <serial type='file'> through virtlogd as well:
+# never roll the guests' console logs over (the default 2 MiB is ~2 h of heartbeats).
+max_size = 0
+EOF
+  cat >"$H/etc/qemu.conf" <<EOF
+# written by hack/lab-up.sh: ferry lab host$i
+user = "root"
+group = "root"
+dynamic_ownership = 0
+remember_owner = 0
+security_driver = "none"
+# every host of the lab runs on this machine: cgroups named after the domain (qemu-ID-NAME)
+# would be shared by a source and its migration destination; the lab does not need them.
+cgroup_controllers = [ ]
+migration_address = "$addr"
+migration_host = "$addr"
+migration_port_min = $pmin
+migration_port_max = $((pmin + 63))
+vnc_listen = "$addr"
+spice_listen = "$addr"
+remote_display_port_min = $((5900 + (i - 1) * 64))
+remote_display_port_max = $((5900 + (i - 1) * 64 + 63))
+websocket_port_min = $((5700 + (i - 1) * 2))
+websocket_port_max = $((5700 + (i - 1) * 2 + 1))
+# qemu's stdout/stderr go to virtlogd -> /var/log/libvirt/qemu/NAME.log (this host's log dir)
+stdio_handler = "logd"
+EOF
+}
+
+# start_host i: start whatever of virtlogd/libvirtd is not running, in this host's namespace.
+start_host() {
+  local i=$1 H lpid vpid
+  H=$(host_dir "$i")
+  lpid=$(live_pid "$H/run/libvirtd.pid" libvirtd)
+  vpid=$(live_pid "$H/run/virtlogd.pid" virtlogd)
+  [ -n "$lpid" ] && [ -n "$vpid" ] && return 0
+  local d
+  for d in "${LAB_DIRS[@]}"; do mkdir -p "${d#*:}"; done
+  : >"$H/log/daemon-stderr.log"
+  if [ -n "$lpid" ] || [ -n "$vpid" ]; then
+    # one daemon lives: join its namespace so both share the host's mounts
+    local ns=${lpid:-$vpid}
+    if [ -z "$vpid" ]; then
+      say "host$i: virtlogd is down, starting it in the namespace of libvirtd $lpid (running guests lost their console output)"
+      nsenter -t "$ns" -m -- virtlogd -d -p /run/libvirt/virtlogd.pid </dev/null >/dev/null 2>>"$H/log/daemon-stderr.log" 9>&- || return 1
+    else
+      say "host$i: libvirtd is down, starting it in the namespace of virtlogd $vpid"
+      nsenter -t "$ns" -m -- libvirtd -d --listen -p /run/libvirt/libvirtd.pid </dev/null >/dev/null 2>>"$H/log/daemon-stderr.log" 9>&- || return 1
+    fi
+    return 0
+  fi
+  say "host$i: starting virtlogd and libvirtd on $(host_addr "$i") in a new mount namespace"
+  # run/ is a tmpfs on a real host: start from an empty one, unless a guest of this host still
+  # runs (its daemons were killed): then libvirtd needs run/qemu/NAME.xml to reconnect to it.
+  local pf guests=''
+  for pf in "$H"/run/qemu/*.pid; do
+    [ -e "$pf" ] && [ -n "$(live_pid "$pf" qemu-system)" ] && guests="$guests $(basename "$pf" .pid)"
+  done
+  if [ -n "$guests" ]; then
+    say "host$i: guests still running without their libvirtd:$guests (libvirtd reconnects to them;"
+    say "host$i: their serial consoles went through the dead virtlogd: no console output until restarted or migrated)"
+  else
+    find "$H/run" -mindepth 1 -delete 2>/dev/null || true
+  fi
+  unshare -m --propagation private -- /bin/sh -eu -c '
+    H=$1; shift
+    for d in "$@"; do mount --bind "$H/${d%%:*}" "${d#*:}"; done
+    virtlogd -d -p /run/libvirt/virtlogd.pid
+    libvirtd -d --listen -p /run/libvirt/libvirtd.pid
+  ' sh "$H" "${LAB_DIRS[@]}" </dev/null >/dev/null 2>>"$H/log/daemon-stderr.log" 9>&-
+}
+
+# wait_host i SECONDS: until virsh answers over TCP; fails early if libvirtd died.
+wait_host() {
+  local i=$1 end=$((SECONDS + $2)) H
+  H=$(host_dir "$i")
+  while :; do
+    if timeout 10 virsh -c "$(host_uri "$i")" version >/dev/null 2>&1; then return 0; fi
+    [ -n "$(live_pid "$H/run/libvirtd.pid" libvirtd)" ] || { sleep 0.5; [ -n "$(live_pid "$H/run/libvirtd.pid" libvirtd)" ] || { say "host$i: libvirtd is not running"; return 1; }; }
+    [ "$SECONDS" -lt "$end" ] || { say "host$i: no answer on $(host_uri "$i") after $2 s"; return 1; }
+    sleep 0.2
+  done
+}
+
+ensure_pool() {
+  local i=$1 state
+  if ! vsh "$i" pool-info default >/dev/null 2>&1; then
+    say "host$i: defining storage pool default (dir /var/lib/libvirt/images)"
+    vsh "$i" pool-define-as default dir --target /var/lib/libvirt/images >/dev/null || return 1
+  fi
+  state=$(vsh "$i" pool-info default | awk '$1 == "State:" {print $2}')
+  if [ "$state" != running ]; then
+    vsh "$i" pool-start default >/dev/null || return 1
+  fi
+  vsh "$i" pool-autostart default >/dev/null || return 1
+}
+
+fail_report() {
+  local i=$1 H f
+  H=$(host_dir "$i")
+  say "host$i: FAILED"
+  f=$H/log/daemon-stderr.log
+  if [ -s "$f" ]; then
+    say "host$i: tail of $f:"
+    tail -n 5 "$f" | sed 's/^/    /' >&2
+  fi
+  f=$H/log/libvirtd.log
+  if [ -s "$f" ]; then
+    # the last start only, without the noise every start logs on this machine (no KVM, no SMBIOS)
+    say "host$i: tail of $f (last start, /dev/kvm and dmidecode noise left out):"
+    awk '/ info : libvirt version: / {n = 0} {l[n++] = $0} END {for (k = 0; k < n; k++) print l[k]}' "$f" |
+      grep -v -e '/dev/kvm' -e 'dmidecode' -e '^$' | tail -n 20 | sed 's/^/    /' >&2
+  fi
+}
+
+failed=()
+declare -A was_up=()
+for i in $(seq 1 "$N"); do
+  write_config "$i"
+  H=$(host_dir "$i")
+  if [ -n "$(live_pid "$H/run/libvirtd.pid" libvirtd)" ] && [ -n "$(live_pid "$H/run/virtlogd.pid" virtlogd)" ]; then
+    was_up[$i]=1
+  fi
+  start_host "$i" || { say "host$i: starting the daemons failed"; }
+done
+for i in $(seq 1 "$N"); do
+  if wait_host "$i" 90 && ensure_pool "$i"; then
+    H=$(host_dir "$i")
+    if [ -n "${was_up[$i]:-}" ]; then st="already up, left alone"; else st="up"; fi
+    say "host$i: $st: $(host_uri "$i") libvirtd pid $(live_pid "$H/run/libvirtd.pid" libvirtd), virtlogd pid $(live_pid "$H/run/virtlogd.pid" virtlogd)"
+  else
+    fail_report "$i"
+    failed+=("host$i")
+  fi
+done
+for i in $(lab_hosts); do
+  [ "$i" -le "$N" ] && continue
+  [ -n "$(live_pid "$(host_dir "$i")/run/libvirtd.pid" libvirtd)" ] &&
+    say "host$i: running but not in the inventory of $N hosts (hack/lab-down.sh stops it)"
+done
+
+# --- inventory -----------------------------------------------------------------------------
+{
+  echo "# ferry lab inventory, written by hack/lab-up.sh"
+  echo "hosts:"
+  for i in $(seq 1 "$N"); do
+    printf '  - name: host%d\n    uri: %s\n    migration_address: %s\n    labels: {lab: "true"}\n' \
+      "$i" "$(host_uri "$i")" "$(host_addr "$i")"
+  done
+} >"$ROOT/ferry.yaml.tmp"
+mv "$ROOT/ferry.yaml.tmp" "$ROOT/ferry.yaml"
+cat >"$ROOT/lab.env.tmp" <<EOF
+FERRY_CONFIG=$ROOT/ferry.yaml
+FERRY_LAB_ROOT=$ROOT
+FERRY_LAB_HOSTS=$N
+FERRY_LAB_CACHE=$CACHE
+FERRY_LAB_SHARED=$SHARED
+EOF
+mv "$ROOT/lab.env.tmp" "$ROOT/lab.env"
+
+if [ ${#failed[@]} -gt 0 ]; then
+  die "${failed[*]} failed (inventory written anyway: $ROOT/ferry.yaml)"
+fi
+say "lab of $N hosts up; inventory $ROOT/ferry.yaml, environment $ROOT/lab.env"
