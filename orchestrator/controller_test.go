@@ -203,3 +203,22 @@ func TestRecoverAfterCrash(t *testing.T) {
 		t.Fatalf("second recover: %v %+v", err, out)
 	}
 }
+
+func TestRollbackWithDestinationDown(t *testing.T) {
+	f := newFixture(t)
+	f.vm.MigrateFn = func(ctx context.Context, d *virttest.Domain, p virt.MigrateParams) error {
+		f.b.Down = true // the destination daemon died mid-copy
+		d.SetState(virt.StatePaused, "migration")
+		return &virt.Error{Op: "migrate", Sentinel: virt.ErrUnreachable, Message: "client socket is closed"}
+	}
+	res, err := f.c.Migrate(context.Background(), Request{VM: "web-01", To: "host-b"})
+	if !errors.Is(err, ErrRolledBack) {
+		t.Fatalf("err = %v, want ErrRolledBack", err)
+	}
+	if info, _ := f.vm.Info(); info.State != virt.StateRunning {
+		t.Fatalf("source %s, want running", info.State)
+	}
+	if res.State != StateRolledBack {
+		t.Fatalf("state %s", res.State)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -235,10 +236,22 @@ func (c *Controller) converge(ctx context.Context, log *logrus.Entry, src, dst v
 		return "", "", fmt.Errorf("%w: source: %w", ErrUnreachable, err)
 	}
 	do, ddom, err := observe(dst, uuid)
+	dstNote := ""
 	if err != nil {
-		return "", "", fmt.Errorf("%w: destination: %w", ErrUnreachable, err)
+		// Before commitment a live, non-post-copy source is the only copy
+		// that can have run: the destination's incoming QEMU stays paused
+		// until libvirt finishes the migration, and libvirt discards it when
+		// it reconnects. Anything else needs the destination's word.
+		if committed || !so.live() || postcopyReason(so.Reason) {
+			return "", "", fmt.Errorf("%w: destination: %w", ErrUnreachable, err)
+		}
+		do, ddom = Observed{}, nil
+		dstNote = "destination unreachable, not verified: its incoming copy never ran and libvirt discards it when the host is back"
 	}
 	d := decide(so, do, committed)
+	if dstNote != "" {
+		d.Note = strings.TrimPrefix(d.Note+"; "+dstNote, "; ")
+	}
 	log.WithFields(logrus.Fields{"source_state": so.String(), "destination_state": do.String(), "keep": d.Keep, "actions": d.Actions}).Info("converging")
 	if d.Keep == "" {
 		return "", d.Note, nil

@@ -86,6 +86,9 @@ func (h *Host) ListDomains() ([]virt.DomainInfo, error) {
 func (h *Host) LookupDomain(key string) (virt.Domain, error) {
 	h.cluster.mu.Lock()
 	defer h.cluster.mu.Unlock()
+	if h.Down {
+		return nil, &virt.Error{Op: "domain " + key, Sentinel: virt.ErrUnreachable, Message: "client socket is closed"}
+	}
 	for _, d := range h.Domains {
 		if d.info.Name == key || d.info.UUID == key {
 			return d, nil
