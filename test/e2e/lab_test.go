@@ -127,8 +127,13 @@ func labGuest(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	c := exec.Command("bash", append([]string{filepath.Join(repoRoot, "hack", "lab-guest.sh")}, args...)...)
 	c.Env = append(os.Environ(), "FERRY_LAB_ROOT="+labRoot)
-	out, err := c.CombinedOutput()
-	return string(out), err
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	err := c.Run()
+	if err != nil {
+		return out.String() + errb.String(), err
+	}
+	return out.String(), nil
 }
 
 type guestSpec struct {
