@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferryvm/ferry/precopy"
 	"github.com/ferryvm/ferry/virt"
 )
 
@@ -71,6 +72,14 @@ type Request struct {
 	Timeout        time.Duration // 0: none
 	CopyStorage    bool
 	DryRun         bool
+	// PlanOnly runs the checks, measures the guest and returns the pre-copy
+	// plan without moving anything.
+	PlanOnly bool
+	// Pre-copy control (see package precopy); zero values take its defaults.
+	DowntimeCeiling   time.Duration
+	AllowPostcopy     bool
+	CompletionTimeout time.Duration
+	OnTimeout         string // abort, postcopy or pause
 	// Progress, when set, is called from the migration goroutine.
 	Progress func(Progress)
 }
@@ -93,6 +102,12 @@ type Progress struct {
 	BandwidthBytesPerSec uint64        `json:"bandwidth_bytes_per_sec"`
 	ExpectedDowntime     time.Duration `json:"-"`
 	ExpectedDowntimeMS   int64         `json:"expected_downtime_ms"`
+	DowntimeLimitMS      int64         `json:"downtime_limit_ms,omitempty"`
+	ThrottlePct          int           `json:"throttle_pct,omitempty"`
+	Strategy             string        `json:"strategy,omitempty"`
+	Postcopy             bool          `json:"postcopy,omitempty"`
+	// Policy is the reason of the pre-copy policy's latest action.
+	Policy string `json:"policy,omitempty"`
 }
 
 // Check is one pre-flight check and its result.
@@ -124,6 +139,11 @@ type Result struct {
 	Iterations  int           `json:"iterations"`
 	HookErrors  []string      `json:"hook_errors,omitempty"`
 	Error       string        `json:"error,omitempty"`
+	Plan        *PlanInfo     `json:"plan,omitempty"`
+	Strategy    string        `json:"strategy,omitempty"`
+	Postcopy    bool          `json:"postcopy,omitempty"`
+	// PolicyActions are the pre-copy policy's decisions, in order.
+	PolicyActions []precopy.Action `json:"policy_actions,omitempty"`
 }
 
 func (c *Controller) now() time.Time {
@@ -185,6 +205,9 @@ func (c *Controller) Migrate(ctx context.Context, req Request) (*Result, error) 
 		req.MaxDowntime = DefaultMaxDowntime
 	}
 	id := uuid.NewString()
+	if req.PlanOnly {
+		req.DryRun = true
+	}
 	m := &migration{c: c, req: req,
 		res: &Result{ID: id, VM: req.VM, Started: c.now(), DryRun: req.DryRun},
 		rec: &Record{ID: id, Kind: "live", VM: req.VM, State: StateRunning, Owner: ownerToken()},
@@ -200,6 +223,8 @@ func (c *Controller) Migrate(ctx context.Context, req Request) (*Result, error) 
 	opts, _ := json.Marshal(map[string]any{
 		"max_downtime_ms": req.MaxDowntime.Milliseconds(), "bandwidth_mibps": req.BandwidthMiBps,
 		"timeout_ms": req.Timeout.Milliseconds(), "copy_storage": req.CopyStorage,
+		"max_downtime_ceiling_ms": req.DowntimeCeiling.Milliseconds(), "allow_postcopy": req.AllowPostcopy,
+		"completion_timeout_ms": req.CompletionTimeout.Milliseconds(), "on_timeout": req.OnTimeout,
 	})
 	m.rec.Options = string(opts)
 	if !req.DryRun {
@@ -212,12 +237,17 @@ func (c *Controller) Migrate(ctx context.Context, req Request) (*Result, error) 
 	if err != nil {
 		return m.refused(ctx, err)
 	}
+	plan, err := m.plan(ctx)
+	if err != nil {
+		return m.refused(ctx, err)
+	}
+	m.res.Plan, m.res.Strategy = plan, string(plan.Strategy)
 	if req.DryRun {
 		m.res.State = "dry_run"
 		m.res.Finished = c.now()
 		return m.res, nil
 	}
-	return m.run(ctx)
+	return m.run(ctx, plan)
 }
 
 func (m *migration) check(name string, err error, okDetail string) error {

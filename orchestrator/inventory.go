@@ -26,6 +26,8 @@ type HostEntry struct {
 	MigrationAddress  string            `yaml:"migration_address,omitempty" json:"migration_address,omitempty"`
 	Labels            map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
 	ReservedMemoryMiB *uint64           `yaml:"reserved_memory_mib,omitempty" json:"reserved_memory_mib,omitempty"`
+	// LinkMiBps is the migration link's bandwidth, used to plan pre-copy.
+	LinkMiBps uint64 `yaml:"link_mibps,omitempty" json:"link_mibps,omitempty"`
 }
 
 // ReservedBytes is the memory never handed to migrated guests.

@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -66,6 +67,7 @@ type Record struct {
 	Error       string            `json:"error,omitempty"`
 	Notes       string            `json:"notes,omitempty"`
 	Owner       string            `json:"owner,omitempty"`
+	Policy      json.RawMessage   `json:"policy,omitempty"`
 	VMXML       string            `json:"-"`
 }
 
@@ -105,6 +107,7 @@ CREATE TABLE IF NOT EXISTS migrations (
 	error TEXT NOT NULL DEFAULT '',
 	notes TEXT NOT NULL DEFAULT '',
 	owner TEXT NOT NULL DEFAULT '',
+	policy TEXT NOT NULL DEFAULT '',
 	updated_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS migrations_state ON migrations(state);
@@ -178,7 +181,7 @@ func (j *Journal) Update(ctx context.Context, id string, cols map[string]any) er
 var columns = map[string]bool{
 	"vm_name": true, "vm_uuid": true, "src_name": true, "src_uri": true, "dst_name": true, "dst_uri": true,
 	"state": true, "stage": true, "finished_at": true, "memory_bytes": true, "data_total": true, "data_sent": true,
-	"iterations": true, "downtime_ms": true, "options": true, "vm_xml": true, "error": true, "notes": true, "owner": true,
+	"iterations": true, "downtime_ms": true, "options": true, "vm_xml": true, "error": true, "notes": true, "owner": true, "policy": true,
 }
 
 func validColumn(k string) bool {
@@ -217,7 +220,7 @@ var ErrNoRecord = errors.New("no such migration in the journal")
 const selectCols = `id, kind, vm_name, vm_uuid, src_name, src_uri, dst_name, dst_uri, state, stage,
 	t_premigration, t_reservation, t_precopy, t_stopcopy, t_commitment, t_activation,
 	started_at, finished_at, memory_bytes, data_total, data_sent, iterations, downtime_ms,
-	options, vm_xml, error, notes, owner`
+	options, vm_xml, error, notes, owner, policy`
 
 func scanRecord(sc interface{ Scan(...any) error }) (*Record, error) {
 	var r Record
@@ -225,14 +228,18 @@ func scanRecord(sc interface{ Scan(...any) error }) (*Record, error) {
 	var started int64
 	var finished, downtime sql.NullInt64
 	var stage int
+	var policy string
 	err := sc.Scan(&r.ID, &r.Kind, &r.VM, &r.VMUUID, &r.Source, &r.SourceURI, &r.Dest, &r.DestURI, &r.State, &stage,
 		&st[0], &st[1], &st[2], &st[3], &st[4], &st[5], &started, &finished,
 		&r.MemoryBytes, &r.DataTotal, &r.DataSent, &r.Iterations, &downtime,
-		&r.Options, &r.VMXML, &r.Error, &r.Notes, &r.Owner)
+		&r.Options, &r.VMXML, &r.Error, &r.Notes, &r.Owner, &policy)
 	if err != nil {
 		return nil, err
 	}
 	r.Stage = Stage(stage)
+	if policy != "" {
+		r.Policy = json.RawMessage(policy)
+	}
 	r.StageName = r.Stage.String()
 	r.StartedAt = time.UnixMilli(started)
 	r.Stages = map[string]string{}

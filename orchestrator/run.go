@@ -2,18 +2,21 @@ package orchestrator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferryvm/ferry/precopy"
 	"github.com/ferryvm/ferry/virt"
 )
 
 // run carries out stages 2 to 5 once the reservation is held.
-func (m *migration) run(ctx context.Context) (*Result, error) {
+func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
 	c, req, id := m.c, m.req, m.rec.ID
 	// Journal writes and cleanup must happen even after the caller cancels.
 	bg := context.WithoutCancel(ctx)
@@ -25,16 +28,27 @@ func (m *migration) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		m.log.WithError(err).Warn("no lifecycle events from the source; stop-and-copy time will be estimated")
 	}
+	job := plan.Job
+	limit := time.Duration(job.DowntimeMS) * time.Millisecond
 	// libvirt keeps the limit for the next migration job of this domain.
-	downtimeSet := m.dom.SetMaxDowntime(req.MaxDowntime) == nil
+	downtimeSet := m.dom.SetMaxDowntime(limit) == nil
 
 	mctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	var postcopyActive atomic.Bool
 	if req.Timeout > 0 {
-		t := time.AfterFunc(req.Timeout, func() { cancel(fmt.Errorf("timed out after %s", req.Timeout)) })
+		// A hard wall, except in post-copy: the destination then holds the
+		// only current state and the job must finish.
+		t := time.AfterFunc(req.Timeout, func() {
+			if !postcopyActive.Load() {
+				cancel(fmt.Errorf("timed out after %s", req.Timeout))
+			}
+		})
 		defer t.Stop()
 	}
 	start := c.now()
+	st := req.policy().Start(plan.Plan, start)
+	lastReason := ""
 	if err := c.Journal.EnterStage(bg, id, StagePreCopy, start, nil); err != nil {
 		m.log.WithError(err).Error("journal")
 	}
@@ -45,7 +59,9 @@ func (m *migration) run(ctx context.Context) (*Result, error) {
 	go func() {
 		done <- m.dom.Migrate(mctx, virt.MigrateParams{
 			DestURI: m.dst.URI, DataURI: m.dst.DataURI(),
-			BandwidthMiBps: req.BandwidthMiBps, CopyStorage: req.CopyStorage,
+			BandwidthMiBps: uint64(job.BandwidthBytesPerSec >> 20), CopyStorage: req.CopyStorage,
+			Postcopy: job.Postcopy, AutoConverge: job.AutoConverge,
+			AutoConvergeInitial: job.ThrottleInitialPct, AutoConvergeIncrement: job.ThrottleIncrementPct,
 		})
 	}()
 
@@ -64,9 +80,28 @@ func (m *migration) run(ctx context.Context) (*Result, error) {
 			return
 		}
 		if !downtimeSet {
-			downtimeSet = m.dom.SetMaxDowntime(req.MaxDowntime) == nil
+			downtimeSet = m.dom.SetMaxDowntime(limit) == nil
 		}
 		last = js
+		now := c.now()
+		if !st.Done() {
+			var acts []precopy.Action
+			st, acts = precopy.Step(st, sampleOf(js, now, !stopAt.IsZero(), postcopyActive.Load()), now)
+			for _, a := range acts {
+				err := m.applyAction(a, job.AutoConverge, cancel)
+				l := m.log.WithFields(logrus.Fields{"stage": StagePreCopy.String(), "action": a.Kind})
+				if err != nil {
+					st = st.Failed(a)
+					a.Reason = fmt.Sprintf("could not %s (%v); %s", a.Kind, err, a.Reason)
+					l.WithError(err).Warn("policy action failed")
+				} else {
+					l.Info(a.Reason)
+				}
+				lastReason = a.Reason
+				m.res.PolicyActions = append(m.res.PolicyActions, a)
+				m.progress(Progress{Stage: StagePreCopy, Elapsed: now.Sub(start), Message: "policy: " + a.Reason})
+			}
+		}
 		stage := StagePreCopy
 		if !stopAt.IsZero() {
 			stage = StageStopAndCopy
@@ -80,6 +115,8 @@ func (m *migration) run(ctx context.Context) (*Result, error) {
 		if js.DowntimeSet {
 			p.ExpectedDowntime = js.Downtime
 		}
+		p.DowntimeLimitMS, p.ThrottlePct, p.Strategy = st.DowntimeMS, js.Throttle, string(st.Strategy)
+		p.Postcopy, p.Policy = postcopyActive.Load(), lastReason
 		m.progress(p)
 		if c.now().Sub(lastJournal) >= journalIntervalMS*time.Millisecond {
 			lastJournal = c.now()
@@ -102,6 +139,9 @@ loop:
 			switch {
 			case ev.Kind == virt.EventLifecycle && ev.Lifecycle == "suspended" && (ev.Detail == "migrated" || ev.Detail == "postcopy") && stopAt.IsZero():
 				stopAt = ev.At
+				if ev.Detail == "postcopy" {
+					postcopyActive.Store(true)
+				}
 				m.log.WithField("stage", StageStopAndCopy.String()).Info("source paused for switchover")
 				_ = c.Journal.EnterStage(bg, id, StageStopAndCopy, stopAt, nil)
 				c.emit(bg, m, "switchover", 0, "")
@@ -117,9 +157,6 @@ loop:
 	}
 	end := c.now()
 	if migErr != nil {
-		if cause := context.Cause(mctx); cause != nil && errors.Is(migErr, virt.ErrAborted) {
-			migErr = fmt.Errorf("%w (%v)", migErr, cause)
-		}
 		return m.rollback(bg, migErr, last)
 	}
 
@@ -137,11 +174,13 @@ loop:
 		stopAt = end.Add(-js.Downtime)
 		_ = c.Journal.EnterStage(bg, id, StageStopAndCopy, stopAt, nil)
 	}
-	cols := map[string]any{"data_sent": int64(js.DataProcessed), "data_total": int64(js.DataTotal), "iterations": js.Iteration}
+	cols := map[string]any{"data_sent": int64(js.DataProcessed), "data_total": int64(js.DataTotal), "iterations": js.Iteration,
+		"policy": policyJSON(plan, m.res.PolicyActions, m.res.Postcopy)}
 	if js.DowntimeSet {
 		cols["downtime_ms"] = js.Downtime.Milliseconds()
 	}
 	m.res.Downtime, m.res.DataSent, m.res.Iterations = js.Downtime, js.DataProcessed, js.Iteration
+	m.res.Postcopy = postcopyActive.Load()
 	m.res.MigrationMS = end.Sub(start).Milliseconds()
 	if err := c.Journal.Update(bg, id, cols); err != nil {
 		m.log.WithError(err).Error("journal")
@@ -185,7 +224,7 @@ loop:
 // release the reservation and journal rolled_back.
 func (m *migration) rollback(ctx context.Context, cause error, last virt.JobStats) (*Result, error) {
 	c := m.c
-	m.log.WithError(cause).Warn("migration failed, rolling back")
+	m.log.WithError(cause).Info("migration failed, rolling back")
 	m.res.DataSent, m.res.Iterations = last.DataProcessed, last.Iteration
 	keep, note, err := c.converge(ctx, m.log, m.srcConn, m.dstConn, m.info.UUID, false)
 	if err != nil || keep == "" {
@@ -212,7 +251,8 @@ func (m *migration) rollback(ctx context.Context, cause error, last virt.JobStat
 		msg += "; " + note
 	}
 	m.res.State, m.res.Error, m.res.Finished = StateRolledBack, msg, c.now()
-	if err := c.Journal.Finish(ctx, m.rec.ID, StateRolledBack, msg, map[string]any{"data_sent": int64(last.DataProcessed), "iterations": last.Iteration}); err != nil {
+	if err := c.Journal.Finish(ctx, m.rec.ID, StateRolledBack, msg, map[string]any{"data_sent": int64(last.DataProcessed), "iterations": last.Iteration,
+		"policy": policyJSON(m.res.Plan, m.res.PolicyActions, false)}); err != nil {
 		m.log.WithError(err).Error("journal")
 	}
 	c.emit(ctx, m, "rolled_back", 0, msg)
@@ -277,4 +317,17 @@ func (m *migration) hookPayload(event string, downtime time.Duration, errText st
 	return HookPayload{Event: event, MigrationID: m.rec.ID, VM: m.info.Name, VMUUID: m.info.UUID,
 		Source: m.src.Name, SourceURI: m.src.URI, Destination: m.dst.Name, DestinationURI: m.dst.URI,
 		DowntimeMS: downtime.Milliseconds(), Error: errText}
+}
+
+// policyJSON is what the journal keeps of the pre-copy plan and decisions.
+func policyJSON(plan *PlanInfo, acts []precopy.Action, postcopy bool) string {
+	if plan == nil {
+		return ""
+	}
+	b, _ := json.Marshal(map[string]any{
+		"strategy": plan.Strategy, "reason": plan.Reason,
+		"dirty_bytes_per_sec": plan.Inputs.DirtyBytesPerSec, "bandwidth_bytes_per_sec": plan.Inputs.BandwidthBytesPerSec,
+		"actions": acts, "postcopy": postcopy,
+	})
+	return string(b)
 }

@@ -71,15 +71,16 @@ type dirtyRateReply struct {
 }
 
 // MeasureDirtyRate asks QEMU how fast the guest dirties memory, sampling for
-// period (rounded up to whole seconds, at least 1). It returns bytes per second.
+// period (at least 100 ms; whole seconds on QEMU < 8.2). It returns bytes per second.
 func (d *domain) MeasureDirtyRate(ctx context.Context, period time.Duration) (uint64, error) {
-	secs := int64((period + time.Second - 1) / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
 	mon := monitor{d: d.d}
-	if err := runQMP(mon, "calc-dirty-rate", map[string]any{"calc-time": secs}, nil); err != nil {
-		return 0, err
+	// QEMU ≥ 8.2 measures in milliseconds; older ones only in whole seconds.
+	ms := max(period.Milliseconds(), 100)
+	if err := runQMP(mon, "calc-dirty-rate", map[string]any{"calc-time": ms, "calc-time-unit": "millisecond"}, nil); err != nil {
+		secs := max((ms+999)/1000, 1)
+		if err := runQMP(mon, "calc-dirty-rate", map[string]any{"calc-time": secs}, nil); err != nil {
+			return 0, err
+		}
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -100,4 +101,12 @@ func (d *domain) MeasureDirtyRate(ctx context.Context, period time.Duration) (ui
 		case <-tick.C:
 		}
 	}
+}
+
+// SetThrottle sets auto-converge's CPU throttle steps (QMP
+// migrate-set-parameters). It works mid-job, but only throttles when the job
+// was started with auto-converge: QEMU's capabilities are fixed per job.
+func (d *domain) SetThrottle(initialPct, incrementPct int) error {
+	return runQMP(monitor{d: d.d}, "migrate-set-parameters",
+		map[string]any{"cpu-throttle-initial": initialPct, "cpu-throttle-increment": incrementPct}, nil)
 }

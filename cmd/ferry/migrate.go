@@ -20,6 +20,11 @@ type migrateOptions struct {
 	timeout     string
 	copyStorage bool
 	dryRun      bool
+	plan        bool
+	ceiling     string
+	postcopy    bool
+	completion  string
+	onTimeout   string
 
 	req orchestrator.Request
 }
@@ -41,11 +46,23 @@ func newMigrateCmd(a *app) *cobra.Command {
   5 activation      run hooks, release the reservation
 
 Any failure before commitment (or Ctrl-C, or --timeout) aborts the copy and leaves the
-VM running on the source. Every attempt, refused ones included, is in 'ferry history'.`,
+VM running on the source. Every attempt, refused ones included, is in 'ferry history'.
+
+Pre-copy control: before starting, ferry measures the guest's dirty rate and plans how
+the copy converges (--plan shows it and stops). While it runs, a policy watches every
+sample: when the remaining memory stops shrinking it raises the downtime limit step by
+step up to --max-downtime-ceiling, throttles the guest (auto-converge, when planned),
+switches to post-copy (--allow-postcopy), or pauses the guest for a final copy when the
+predicted pause fits the ceiling. At --completion-timeout (default 150 s per GiB, at
+least 120 s) it does what --on-timeout says: abort (the VM stays on the source),
+postcopy, or pause (only within the ceiling, else abort). It never aborts once post-copy
+has started.`,
 		Example: `  ferry migrate web-01 --to host2
   ferry migrate web-01 --to qemu+tcp://10.0.0.12/system --from host1 --max-downtime 500ms
   ferry migrate db-02 --to host3 --bandwidth 200 --timeout 10m -o json
-  ferry migrate web-01 --to host2 --dry-run`,
+  ferry migrate web-01 --to host2 --dry-run
+  ferry migrate busy-db --to host2 --bandwidth 40 --plan
+  ferry migrate busy-db --to host2 --allow-postcopy --on-timeout postcopy`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("migrate takes exactly one VM (name or UUID), got %d arguments", len(args))
@@ -73,6 +90,11 @@ VM running on the source. Every attempt, refused ones included, is in 'ferry his
 	f.StringVar(&o.timeout, "timeout", "0", "abort and roll back after this long (0: never), e.g. 10m")
 	f.BoolVar(&o.copyStorage, "copy-storage", false, "also copy the VM's non-shared disks (libvirt --copy-storage-all)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "run every pre-flight check and stop before changing anything")
+	f.BoolVar(&o.plan, "plan", false, "run the checks, measure the guest, print the pre-copy plan and stop")
+	f.StringVar(&o.ceiling, "max-downtime-ceiling", "1s", "highest downtime limit the policy may raise to, and longest pause it may force")
+	f.BoolVar(&o.postcopy, "allow-postcopy", false, "let the policy switch to post-copy (the guest then runs on the destination while pages follow)")
+	f.StringVar(&o.completion, "completion-timeout", "0", "deadline for the copy (0: 150 s per GiB of memory, at least 120 s)")
+	f.StringVar(&o.onTimeout, "on-timeout", "abort", "at the completion deadline: abort, postcopy or pause")
 	return cmd
 }
 
@@ -95,8 +117,29 @@ func (o *migrateOptions) validate() error {
 	if err != nil {
 		return usagef("--bandwidth %q: give a whole number of MiB/s, e.g. 100", o.bandwidth)
 	}
+	ceil, err := parseDuration("--max-downtime-ceiling", o.ceiling)
+	if err != nil {
+		return err
+	}
+	if ceil > 0 && ceil < md {
+		return usagef("--max-downtime-ceiling %s is below --max-downtime %s", o.ceiling, o.maxDowntime)
+	}
+	ct, err := parseDuration("--completion-timeout", o.completion)
+	if err != nil {
+		return err
+	}
+	switch o.onTimeout {
+	case "abort", "pause":
+	case "postcopy":
+		if !o.postcopy {
+			return usagef("--on-timeout postcopy needs --allow-postcopy")
+		}
+	default:
+		return usagef("--on-timeout %q: use abort, postcopy or pause", o.onTimeout)
+	}
 	o.req = orchestrator.Request{VM: o.vm, To: o.to, From: o.from, MaxDowntime: md, Timeout: to,
-		BandwidthMiBps: bw, CopyStorage: o.copyStorage, DryRun: o.dryRun}
+		BandwidthMiBps: bw, CopyStorage: o.copyStorage, DryRun: o.dryRun, PlanOnly: o.plan,
+		DowntimeCeiling: ceil, AllowPostcopy: o.postcopy, CompletionTimeout: ct, OnTimeout: o.onTimeout}
 	return nil
 }
 
@@ -117,7 +160,7 @@ func parseDuration(flag, v string) (time.Duration, error) {
 func (o *migrateOptions) run(cmd *cobra.Command, a *app, c *orchestrator.Controller) error {
 	out := cmd.OutOrStdout()
 	var pr *progressPrinter
-	if !a.json() {
+	if !a.json() && !o.plan {
 		pr = newProgressPrinter(out, isTerminal(out))
 		o.req.Progress = pr.update
 	}
@@ -139,6 +182,9 @@ func printResult(w io.Writer, r *orchestrator.Result) {
 	if r == nil {
 		return
 	}
+	if r.Plan != nil && r.DryRun {
+		printPlan(w, r)
+	}
 	if r.DryRun {
 		for _, ch := range r.Checks {
 			mark := "ok  "
@@ -159,6 +205,13 @@ func printResult(w io.Writer, r *orchestrator.Result) {
 		fmt.Fprintf(w, "  downtime      %s\n", dur(r.Downtime))
 		fmt.Fprintf(w, "  data sent     %s of %s memory\n", bytesIEC(r.DataSent), bytesIEC(r.MemoryBytes))
 		fmt.Fprintf(w, "  iterations    %d\n", r.Iterations)
+		if r.Strategy != "" {
+			how := r.Strategy
+			if r.Postcopy {
+				how += ", finished in post-copy"
+			}
+			fmt.Fprintf(w, "  strategy      %s (%d policy actions)\n", how, len(r.PolicyActions))
+		}
 		fmt.Fprintf(w, "  migration id  %s\n", r.ID)
 		for _, h := range r.HookErrors {
 			fmt.Fprintf(w, "  warning       %s\n", h)
@@ -168,4 +221,27 @@ func printResult(w io.Writer, r *orchestrator.Result) {
 	case orchestrator.StateFailed:
 		fmt.Fprintf(w, "migration %s of %s needs recovery: run `ferry recover`\n", r.ID, r.VM)
 	}
+}
+
+func printPlan(w io.Writer, r *orchestrator.Result) {
+	p := r.Plan
+	in := p.Inputs
+	fmt.Fprintf(w, "plan for %s: %s -> %s\n", r.VM, r.Source, r.Dest)
+	fmt.Fprintf(w, "  memory            %s\n", bytesIEC(uint64(in.MemoryBytes)))
+	fmt.Fprintf(w, "  dirty rate        %s (%s)\n", rate(uint64(in.DirtyBytesPerSec)), p.DirtyRateSource)
+	fmt.Fprintf(w, "  bandwidth         %s (%s)\n", rate(uint64(in.BandwidthBytesPerSec)), p.BandwidthSource)
+	pre := p.Precopy
+	if pre.Converges {
+		fmt.Fprintf(w, "  plain pre-copy    converges at %d ms: %d rounds, %s, %s sent, pause %s\n", pre.DowntimeLimitMS, pre.Rounds,
+			dur(pre.Total()), bytesIEC(uint64(pre.SentBytes)), dur(pre.Downtime()))
+	} else {
+		fmt.Fprintf(w, "  plain pre-copy    does not converge at %d ms (needs a downtime limit of %s)\n", pre.DowntimeLimitMS,
+			dur(time.Duration(pre.NeededDowntimeMS)*time.Millisecond))
+	}
+	fmt.Fprintf(w, "  strategy          %s: %s\n", p.Strategy, p.Reason)
+	e := p.Expected
+	fmt.Fprintf(w, "  expected          %s: %s, %s sent, pause %s (simulated)\n", e.Outcome, dur(time.Duration(e.TotalMS)*time.Millisecond),
+		bytesIEC(uint64(e.SentBytes)), dur(time.Duration(e.DowntimeMS)*time.Millisecond))
+	fmt.Fprintf(w, "  ceiling, deadline %s, %s then %s\n", dur(time.Duration(p.CeilingMS)*time.Millisecond),
+		dur(time.Duration(p.DeadlineMS)*time.Millisecond), p.OnTimeout)
 }

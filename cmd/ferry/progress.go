@@ -66,8 +66,15 @@ func formatProgress(pr orchestrator.Progress) string {
 	if pr.Message != "" && pr.TotalBytes == 0 {
 		return head + "  " + pr.Message
 	}
-	s := fmt.Sprintf("%s  %5.1f%%  iter %d  remaining %s  dirty %s  bw %s  expected downtime %s",
-		head, pr.Percent, pr.Iteration, bytesIEC(pr.RemainingBytes), rate(pr.DirtyBytesPerSec), rate(pr.BandwidthBytesPerSec), dur(pr.ExpectedDowntime))
+	s := fmt.Sprintf("%s  %5.1f%%  iter %d  remaining %s  dirty %s  bw %s  expected downtime %s (limit %d ms)",
+		head, pr.Percent, pr.Iteration, bytesIEC(pr.RemainingBytes), rate(pr.DirtyBytesPerSec), rate(pr.BandwidthBytesPerSec),
+		dur(pr.ExpectedDowntime), pr.DowntimeLimitMS)
+	if pr.ThrottlePct > 0 {
+		s += fmt.Sprintf("  throttle %d%%", pr.ThrottlePct)
+	}
+	if pr.Postcopy {
+		s += "  post-copy"
+	}
 	if pr.Message != "" {
 		s += "  " + pr.Message
 	}
