@@ -13,7 +13,8 @@ REPS=${REPS:-5}
 VM=bench-idle
 OUT=${BENCH_OUT:-$REPO/bench-live.json}
 
-uri() { echo "qemu+tcp://127.0.10.$1/system"; }
+NET=${FERRY_LAB_NET:-127.0.10}
+uri() { echo "qemu+tcp://$NET.$1/system"; }
 timed() { # timed FILE CMD...: wall seconds of CMD into FILE
   local f=$1; shift
   /usr/bin/time -f %e -o "$f" "$@" >/dev/null
@@ -32,7 +33,7 @@ move() { # move TOOL: migrate VM from $at to the other host with TOOL, record wa
     timed "$f" "$FERRY" migrate "$VM" --to "host$to"
     ferry_t+=("$(cat "$f")")
   else
-    timed "$f" virsh -c "$(uri "$at")" migrate --live --p2p --persistent --undefinesource "$VM" "$(uri "$to")" "tcp://127.0.10.$to"
+    timed "$f" virsh -c "$(uri "$at")" migrate --live --p2p --persistent --undefinesource "$VM" "$(uri "$to")" "tcp://$NET.$to"
     virsh_t+=("$(cat "$f")")
   fi
   rm -f "$f"; at=$to

@@ -11,8 +11,11 @@ CONSOLE_DIR=$SHARED/console
 LAB_DIRS=(etc:/etc/libvirt run:/run/libvirt lib:/var/lib/libvirt log:/var/log/libvirt cache:/var/cache/libvirt)
 
 host_dir() { echo "$ROOT/hosts/host$1"; }
-host_addr() { echo "127.0.10.$1"; }
-host_uri() { echo "qemu+tcp://127.0.10.$1/system"; }
+# FERRY_LAB_NET picks the /24 of loopback the lab lives in, so several labs
+# (tests, bench) can run side by side without disturbing each other.
+LAB_NET=${FERRY_LAB_NET:-127.0.10}
+host_addr() { echo "$LAB_NET.$1"; }
+host_uri() { echo "qemu+tcp://$LAB_NET.$1/system"; }
 
 # lab_hosts: the host numbers that have a directory in the lab, ascending.
 lab_hosts() {

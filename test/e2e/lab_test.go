@@ -63,7 +63,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func hostURI(n string) string { return "qemu+tcp://127.0.10." + n + "/system" }
+// labNet is the loopback /24 of the lab (hack/lab-common.sh FERRY_LAB_NET).
+func labNet() string {
+	if n := os.Getenv("FERRY_LAB_NET"); n != "" {
+		return n
+	}
+	return "127.0.10"
+}
+
+func hostURI(n string) string { return "qemu+tcp://" + labNet() + "." + n + "/system" }
 
 // env is one test's ferry environment: its own state database.
 type env struct {

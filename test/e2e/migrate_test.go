@@ -95,7 +95,8 @@ func TestRefusals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tightInv := strings.Replace(string(inv), "migration_address: 127.0.10.2", "migration_address: 127.0.10.2\n    reserved_memory_mib: 1048576", 1)
+	addr2 := "migration_address: " + labNet() + ".2"
+	tightInv := strings.Replace(string(inv), addr2, addr2+"\n    reserved_memory_mib: 1048576", 1)
 	if err := os.WriteFile(tight, []byte(tightInv), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +111,7 @@ func TestRefusals(t *testing.T) {
 	}{
 		{name: "unknown VM", vm: "e2e-nosuchvm", args: []string{"--to", "host2"}, message: `VM "e2e-nosuchvm" not found on any inventory host`},
 		{name: "unknown destination", vm: vm, args: []string{"--to", "host9"}, message: `unknown host "host9"`},
-		{name: "unreachable destination", vm: vm, args: []string{"--to", "qemu+tcp://127.0.10.99/system"}, message: "is unreachable"},
+		{name: "unreachable destination", vm: vm, args: []string{"--to", "qemu+tcp://" + labNet() + ".99/system"}, message: "is unreachable"},
 		{name: "source is destination", vm: vm, args: []string{"--to", "host1"}, message: "already runs on host1"},
 		{name: "source is destination by URI", vm: vm, args: []string{"--from", "host1", "--to", hostURI("1")}, message: "source and destination are both host1"},
 		{name: "VM not running", vm: stopped, args: []string{"--to", "host2"}, message: "is shutoff on host1"},
