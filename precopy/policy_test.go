@@ -402,8 +402,8 @@ func TestHopelessSkipsWaiting(t *testing.T) {
 	if len(got) < 2 || got[0].Kind != ActRaiseDowntime || got[1].Kind != ActSetAutoConverge || got[0].at != got[1].at {
 		t.Fatalf("want raise-downtime and set-auto-converge together, got %v", got)
 	}
-	if got[1].ThrottleInitialPct != 50 || got[1].ThrottleIncrementPct != 10 {
-		t.Errorf("throttle %d %% + %d %%, want 50 %% (76 MB/s down to 40 MiB/s) + 10 %%", got[1].ThrottleInitialPct, got[1].ThrottleIncrementPct)
+	if got[1].ThrottleInitialPct != 80 || got[1].ThrottleIncrementPct != 10 {
+		t.Errorf("throttle %d %% + %d %%, want 80 %% (76 MB/s down to half of 40 MiB/s) + 10 %%", got[1].ThrottleInitialPct, got[1].ThrottleIncrementPct)
 	}
 }
 

@@ -143,7 +143,7 @@ func TestPlanStrategies(t *testing.T) {
 		{"converges only with a raised limit", Policy{}, Inputs{MemoryBytes: labMemory, DirtyBytesPerSec: labDirty, BandwidthBytesPerSec: labLink, WorkingSetBytes: 30 * MiB}, StrategyPrecopy, true, "raised towards the 1 s ceiling"},
 		{"post-copy armed as a fallback", Policy{AllowPostcopy: true}, Inputs{MemoryBytes: labMemory, DirtyBytesPerSec: 5_000_000, BandwidthBytesPerSec: labLink}, StrategyPrecopy, true, "post-copy armed as a fallback"},
 		{"over bandwidth, post-copy allowed", Policy{AllowPostcopy: true}, Inputs{MemoryBytes: labMemory, DirtyBytesPerSec: labDirty, BandwidthBytesPerSec: labLink}, StrategyPostcopy, true, "post-copy after the first pass"},
-		{"over bandwidth", Policy{}, Inputs{MemoryBytes: labMemory, DirtyBytesPerSec: labDirty, BandwidthBytesPerSec: labLink}, StrategyAutoConverge, true, "throttle 50 % + 10 %"},
+		{"over bandwidth", Policy{}, Inputs{MemoryBytes: labMemory, DirtyBytesPerSec: labDirty, BandwidthBytesPerSec: labLink}, StrategyAutoConverge, true, "throttle 80 % + 10 %"},
 		{"auto-converge too slow for a tight deadline", Policy{CompletionTimeout: 30 * time.Second}, Inputs{MemoryBytes: labMemory, DirtyBytesPerSec: labDirty, BandwidthBytesPerSec: labLink}, StrategyNone, false, "does not finish within the 30 s"},
 		{"nothing allowed", Policy{NoAutoConverge: true}, Inputs{MemoryBytes: labMemory, DirtyBytesPerSec: labDirty, BandwidthBytesPerSec: labLink}, StrategyNone, false, "will not converge"},
 	}
