@@ -89,6 +89,9 @@ func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
 			st, acts = precopy.Step(st, sampleOf(js, now, !stopAt.IsZero(), postcopyActive.Load()), now)
 			for _, a := range acts {
 				err := m.applyAction(a, job.AutoConverge, cancel)
+				if err == nil && a.Kind == precopy.ActStartPostcopy {
+					postcopyActive.Store(true) // from here the destination holds the state: no abort
+				}
 				l := m.log.WithFields(logrus.Fields{"stage": StagePreCopy.String(), "action": a.Kind})
 				if err != nil {
 					st = st.Failed(a)
@@ -137,15 +140,20 @@ loop:
 				continue
 			}
 			switch {
-			case ev.Kind == virt.EventLifecycle && ev.Lifecycle == "suspended" && (ev.Detail == "migrated" || ev.Detail == "postcopy") && stopAt.IsZero():
-				stopAt = ev.At
+			case ev.Kind == virt.EventLifecycle && ev.Lifecycle == "suspended" && (ev.Detail == "migrated" || ev.Detail == "postcopy"):
+				msg := "source paused: stop-and-copy"
 				if ev.Detail == "postcopy" {
 					postcopyActive.Store(true)
+					msg = "source paused: the guest now runs on the destination (post-copy)"
 				}
-				m.log.WithField("stage", StageStopAndCopy.String()).Info("source paused for switchover")
+				if !stopAt.IsZero() {
+					continue
+				}
+				stopAt = ev.At
+				m.log.WithField("stage", StageStopAndCopy.String()).Info(msg)
 				_ = c.Journal.EnterStage(bg, id, StageStopAndCopy, stopAt, nil)
 				c.emit(bg, m, "switchover", 0, "")
-				m.progress(Progress{Stage: StageStopAndCopy, Elapsed: c.now().Sub(start), Message: "source paused: stop-and-copy"})
+				m.progress(Progress{Stage: StageStopAndCopy, Elapsed: c.now().Sub(start), Message: msg})
 			case ev.Kind == virt.EventJobCompleted && ev.Job != nil:
 				completedJob = ev.Job
 			case ev.Kind == virt.EventIteration:

@@ -72,7 +72,12 @@ func (p Policy) Plan(in Inputs) (Plan, error) {
 	}
 	pl.Job = p.jobFor(pl)
 
-	fits := func(pr Prediction) bool { return pr.Converges && pr.Total() <= deadline }
+	// With post-copy allowed, a pre-copy that crawls to convergence (more
+	// than twice M/B) loses to post-copy, which finishes in about M/B.
+	floor := time.Duration(float64(in.MemoryBytes) / float64(max(eff.BandwidthBytesPerSec, 1)) * float64(time.Second))
+	fits := func(pr Prediction) bool {
+		return pr.Converges && pr.Total() <= deadline && !(p.AllowPostcopy && pr.Total() > 2*floor)
+	}
 	rates := fmt.Sprintf("dirty %s against %s", fmtRate(in.DirtyBytesPerSec), fmtRate(eff.BandwidthBytesPerSec))
 	var why string
 	switch {
@@ -87,6 +92,10 @@ func (p Policy) Plan(in Inputs) (Plan, error) {
 	case p.AllowPostcopy:
 		pl.Strategy = StrategyPostcopy
 		why = fmt.Sprintf("pre-copy cannot converge (%s); post-copy after the first pass", rates)
+		if pl.AtCeiling.Converges {
+			why = fmt.Sprintf("pre-copy would crawl (%s, %s against a %s floor at M/B); post-copy after the first pass",
+				rates, fmtDur(pl.AtCeiling.Total()), fmtDur(floor))
+		}
 	case !p.NoAutoConverge:
 		pl.Strategy = StrategyAutoConverge
 		pl.Job.AutoConverge = true

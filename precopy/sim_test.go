@@ -238,3 +238,28 @@ func TestSimActions(t *testing.T) {
 		t.Errorf("idle guest: %+v", r)
 	}
 }
+
+// With post-copy allowed, a pre-copy that would take more than twice M/B is
+// not chosen: post-copy finishes near M/B.
+func TestPlanPrefersPostcopyOverCrawl(t *testing.T) {
+	in := Inputs{MemoryBytes: 512 * MiB, DirtyBytesPerSec: 32 * MiB, BandwidthBytesPerSec: 40 * MiB}
+	crawl, err := Policy{}.Plan(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crawl.Strategy != StrategyPrecopy {
+		t.Fatalf("without post-copy: strategy %s, want pre-copy (%s)", crawl.Strategy, crawl.Reason)
+	}
+	pc, err := Policy{AllowPostcopy: true}.Plan(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pc.Strategy != StrategyPostcopy {
+		t.Fatalf("with post-copy: strategy %s, want post-copy (%s)", pc.Strategy, pc.Reason)
+	}
+	// A fast-converging guest keeps plain pre-copy even with post-copy allowed.
+	calm, _ := Policy{AllowPostcopy: true}.Plan(Inputs{MemoryBytes: 512 * MiB, DirtyBytesPerSec: 2 * MiB, BandwidthBytesPerSec: 40 * MiB})
+	if calm.Strategy != StrategyPrecopy {
+		t.Fatalf("calm guest: strategy %s", calm.Strategy)
+	}
+}

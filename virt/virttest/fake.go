@@ -55,6 +55,9 @@ type Host struct {
 	// CPUFn, when set, answers CompareCPU.
 	CPUFn   func(virt.DomainSpec) error
 	Domains map[string]*Domain // by name
+
+	subs []*subscription // guarded by cluster.mu
+	evMu sync.Mutex      // serialises Emit, Disconnect and stream closes
 }
 
 // AddDomain defines a domain on the host in the given state.
@@ -104,10 +107,98 @@ func (h *Host) CompareCPU(s virt.DomainSpec) error {
 	return nil
 }
 
+// Subscribe delivers what Emit and Disconnect inject, in order, until ctx
+// ends or Disconnect closes the stream.
 func (h *Host) Subscribe(ctx context.Context) (<-chan virt.Event, error) {
-	ch := make(chan virt.Event)
-	go func() { <-ctx.Done(); close(ch) }()
-	return ch, nil
+	h.cluster.mu.Lock()
+	if h.Down {
+		h.cluster.mu.Unlock()
+		return nil, &virt.Error{Op: "subscribe to " + h.uri, Sentinel: virt.ErrUnreachable, Message: "client socket is closed"}
+	}
+	s := &subscription{ch: make(chan virt.Event, 256), done: make(chan struct{})}
+	h.subs = append(h.subs, s)
+	h.cluster.mu.Unlock()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-s.done:
+		}
+		h.evMu.Lock()
+		defer h.evMu.Unlock()
+		h.cluster.mu.Lock()
+		h.dropSub(s)
+		h.cluster.mu.Unlock()
+		if !s.closed {
+			s.closed = true
+			close(s.ch)
+		}
+	}()
+	return s.ch, nil
+}
+
+// subscription is one Subscribe call of a fake host.
+type subscription struct {
+	ch     chan virt.Event
+	done   chan struct{}
+	once   sync.Once
+	closed bool // guarded by Host.evMu
+}
+
+func (h *Host) dropSub(s *subscription) {
+	for i, x := range h.subs {
+		if x == s {
+			h.subs = append(h.subs[:i], h.subs[i+1:]...)
+			return
+		}
+	}
+}
+
+// Emit delivers ev to every current subscriber (Host defaults to the URI, At
+// to now). It blocks while a subscriber's buffer of 256 events is full.
+func (h *Host) Emit(ev virt.Event) {
+	if ev.Host == "" {
+		ev.Host = h.uri
+	}
+	if ev.At.IsZero() {
+		ev.At = time.Now()
+	}
+	h.evMu.Lock()
+	defer h.evMu.Unlock()
+	h.cluster.mu.Lock()
+	subs := append([]*subscription(nil), h.subs...)
+	h.cluster.mu.Unlock()
+	for _, s := range subs {
+		if !s.closed {
+			s.ch <- ev
+		}
+	}
+}
+
+// Disconnect simulates a lost connection: every subscriber gets a
+// connection-closed event with reason (libvirt's words: "eof", "keepalive",
+// "error") and its stream closes. Set Down as well to make redials fail.
+func (h *Host) Disconnect(reason string) {
+	h.Emit(virt.Event{Kind: virt.EventClosed, Reason: reason})
+	h.evMu.Lock()
+	defer h.evMu.Unlock()
+	h.cluster.mu.Lock()
+	subs := h.subs
+	h.subs = nil
+	h.cluster.mu.Unlock()
+	for _, s := range subs {
+		s.once.Do(func() { close(s.done) })
+		if !s.closed {
+			s.closed = true
+			close(s.ch)
+		}
+	}
+}
+
+// Subscribers counts the open event streams.
+func (h *Host) Subscribers() int {
+	h.cluster.mu.Lock()
+	defer h.cluster.mu.Unlock()
+	return len(h.subs)
 }
 
 func (h *Host) DefineXML(string) (virt.Domain, error) {
