@@ -91,6 +91,15 @@ func (m *migration) plan(ctx context.Context) (*PlanInfo, error) {
 	return info, nil
 }
 
+// QEMU's throttle trigger (percent of the bytes sent per sync period that
+// dirtying must exceed): dormant arms auto-converge without changing a job
+// that converges, since it fires only when the guest dirties faster than the
+// link sends; active is QEMU's default, used once the policy asks to throttle.
+const (
+	throttleTriggerDormantPct = 100
+	throttleTriggerActivePct  = 50
+)
+
 // sampleOf converts libvirt job stats for precopy.Step.
 func sampleOf(js virt.JobStats, at time.Time, switchover, postcopy bool) precopy.Sample {
 	s := precopy.Sample{
@@ -120,17 +129,15 @@ func sampleOf(js virt.JobStats, at time.Time, switchover, postcopy bool) precopy
 }
 
 // applyAction carries out one decision of the policy. abort cancels the job.
-func (m *migration) applyAction(a precopy.Action, autoConverge bool, abort func(error)) error {
+// Every job starts with auto-converge (see run), so throttling works mid-job.
+func (m *migration) applyAction(a precopy.Action, abort func(error)) error {
 	switch a.Kind {
 	case precopy.ActRaiseDowntime:
 		return m.dom.SetMaxDowntime(time.Duration(a.DowntimeMS) * time.Millisecond)
 	case precopy.ActSetBandwidth:
 		return m.dom.SetMaxSpeed(uint64(max(a.BandwidthBytesPerSec>>20, 1)))
 	case precopy.ActSetAutoConverge:
-		if !autoConverge {
-			return fmt.Errorf("auto-converge can only be enabled when the job starts")
-		}
-		return m.dom.SetThrottle(a.ThrottleInitialPct, a.ThrottleIncrementPct)
+		return m.dom.SetThrottle(a.ThrottleInitialPct, a.ThrottleIncrementPct, throttleTriggerActivePct)
 	case precopy.ActStartPostcopy:
 		return m.dom.StartPostcopy()
 	case precopy.ActSuspend:

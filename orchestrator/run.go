@@ -29,6 +29,14 @@ func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
 		m.log.WithError(err).Warn("no lifecycle events from the source; stop-and-copy time will be estimated")
 	}
 	job := plan.Job
+	// libvirt can enable auto-converge only when the job starts, so every job
+	// starts with it; unless the plan throttles from the start it stays
+	// dormant until the policy's auto-converge rung wakes it.
+	dormant := !job.AutoConverge
+	armThrottle := func() bool {
+		return !dormant || m.dom.SetThrottle(job.ThrottleInitialPct, job.ThrottleIncrementPct, throttleTriggerDormantPct) == nil
+	}
+	throttleArmed := armThrottle()
 	limit := time.Duration(job.DowntimeMS) * time.Millisecond
 	// libvirt keeps the limit for the next migration job of this domain.
 	downtimeSet := m.dom.SetMaxDowntime(limit) == nil
@@ -60,7 +68,7 @@ func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
 		done <- m.dom.Migrate(mctx, virt.MigrateParams{
 			DestURI: m.dst.URI, DataURI: m.dst.DataURI(),
 			BandwidthMiBps: uint64(job.BandwidthBytesPerSec >> 20), CopyStorage: req.CopyStorage,
-			Postcopy: job.Postcopy, AutoConverge: job.AutoConverge,
+			Postcopy: job.Postcopy, AutoConverge: true,
 			AutoConvergeInitial: job.ThrottleInitialPct, AutoConvergeIncrement: job.ThrottleIncrementPct,
 		})
 	}()
@@ -82,13 +90,16 @@ func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
 		if !downtimeSet {
 			downtimeSet = m.dom.SetMaxDowntime(limit) == nil
 		}
+		if !throttleArmed { // libvirt may reset parameters as the job starts
+			throttleArmed = armThrottle()
+		}
 		last = js
 		now := c.now()
 		if !st.Done() {
 			var acts []precopy.Action
 			st, acts = precopy.Step(st, sampleOf(js, now, !stopAt.IsZero(), postcopyActive.Load()), now)
 			for _, a := range acts {
-				err := m.applyAction(a, job.AutoConverge, cancel)
+				err := m.applyAction(a, cancel)
 				if err == nil && a.Kind == precopy.ActStartPostcopy {
 					postcopyActive.Store(true) // from here the destination holds the state: no abort
 				}

@@ -107,10 +107,14 @@ func (d *domain) MeasureDirtyRate(ctx context.Context, period time.Duration) (ui
 	}
 }
 
-// SetThrottle sets auto-converge's CPU throttle steps (QMP
-// migrate-set-parameters). It works mid-job, but only throttles when the job
+// SetThrottle sets auto-converge's CPU throttle (QMP migrate-set-parameters):
+// the first step, the increment, and the trigger, i.e. the share of the bytes
+// sent in a sync period that dirtying must exceed twice running before QEMU
+// throttles (its default is 50; at 100 it throttles only when the guest
+// dirties faster than the link sends). It works mid-job, but only when the job
 // was started with auto-converge: QEMU's capabilities are fixed per job.
-func (d *domain) SetThrottle(initialPct, incrementPct int) error {
-	return runQMP(monitor{d: d.d}, "migrate-set-parameters",
-		map[string]any{"cpu-throttle-initial": initialPct, "cpu-throttle-increment": incrementPct}, nil)
+func (d *domain) SetThrottle(initialPct, incrementPct, triggerPct int) error {
+	return runQMP(monitor{d: d.d}, "migrate-set-parameters", map[string]any{
+		"cpu-throttle-initial": initialPct, "cpu-throttle-increment": incrementPct,
+		"throttle-trigger-threshold": triggerPct}, nil)
 }

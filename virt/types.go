@@ -49,8 +49,8 @@ type Domain interface {
 	Resume() error
 	Start() error
 	Destroy() error
-	// SetThrottle sets auto-converge's throttle steps of a running job.
-	SetThrottle(initialPct, incrementPct int) error
+	// SetThrottle sets auto-converge's throttle steps and trigger (percent).
+	SetThrottle(initialPct, incrementPct, triggerPct int) error
 	// MeasureDirtyRate samples the guest's dirty rate (bytes/s) over period.
 	MeasureDirtyRate(ctx context.Context, period time.Duration) (uint64, error)
 	// Undefine removes the persistent definition; keepNVRAM leaves the NVRAM

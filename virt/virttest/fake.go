@@ -281,7 +281,7 @@ func (d *Domain) JobStats(completed bool) (virt.JobStats, error) {
 func (d *Domain) AbortJob() error                    { d.record("abort"); return nil }
 func (d *Domain) SetMaxDowntime(time.Duration) error { d.record("set-max-downtime"); return nil }
 func (d *Domain) SetMaxSpeed(uint64) error           { d.record("set-max-speed"); return nil }
-func (d *Domain) SetThrottle(int, int) error         { d.record("set-throttle"); return nil }
+func (d *Domain) SetThrottle(int, int, int) error    { d.record("set-throttle"); return nil }
 func (d *Domain) StartPostcopy() error               { d.record("postcopy"); return nil }
 
 func (d *Domain) Suspend() error {
