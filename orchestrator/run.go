@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -17,7 +16,7 @@ import (
 
 // run carries out stages 2 to 5 once the reservation is held.
 func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
-	c, req, id := m.c, m.req, m.rec.ID
+	c, id := m.c, m.rec.ID
 	// Journal writes and cleanup must happen even after the caller cancels.
 	bg := context.WithoutCancel(ctx)
 	c.emit(bg, m, "planned", 0, "")
@@ -28,179 +27,59 @@ func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
 	if err != nil {
 		m.log.WithError(err).Warn("no lifecycle events from the source; stop-and-copy time will be estimated")
 	}
-	job := plan.Job
-	// libvirt can enable auto-converge only when the job starts, so every job
-	// starts with it; unless the plan throttles from the start it stays
-	// dormant until the policy's auto-converge rung wakes it.
-	dormant := !job.AutoConverge
-	armThrottle := func() bool {
-		return !dormant || m.dom.SetThrottle(job.ThrottleInitialPct, job.ThrottleIncrementPct, throttleTriggerDormantPct) == nil
-	}
-	throttleArmed := armThrottle()
-	limit := time.Duration(job.DowntimeMS) * time.Millisecond
-	// libvirt keeps the limit for the next migration job of this domain.
-	downtimeSet := m.dom.SetMaxDowntime(limit) == nil
-
 	mctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var postcopyActive atomic.Bool
-	if req.Timeout > 0 {
+	w := m.newWatch(bg, plan, cancel)
+	if m.req.Timeout > 0 {
 		// A hard wall, except in post-copy: the destination then holds the
 		// only current state and the job must finish.
-		t := time.AfterFunc(req.Timeout, func() {
-			if !postcopyActive.Load() {
-				cancel(fmt.Errorf("timed out after %s", req.Timeout))
+		t := time.AfterFunc(m.req.Timeout, func() {
+			if !w.postcopy.Load() {
+				cancel(fmt.Errorf("timed out after %s", m.req.Timeout))
 			}
 		})
 		defer t.Stop()
 	}
-	start := c.now()
-	st := req.policy().Start(plan.Plan, start)
-	lastReason := ""
-	if err := c.Journal.EnterStage(bg, id, StagePreCopy, start, nil); err != nil {
+	if err := c.Journal.EnterStage(bg, id, StagePreCopy, w.start, nil); err != nil {
 		m.log.WithError(err).Error("journal")
 	}
 	m.log.WithField("stage", StagePreCopy.String()).Info("migration started")
 	m.progress(Progress{Stage: StagePreCopy, Message: "pre-copy started"})
 
 	done := make(chan error, 1)
-	go func() {
-		done <- m.dom.Migrate(mctx, virt.MigrateParams{
-			DestURI: m.dst.URI, DataURI: m.dst.DataURI(),
-			BandwidthMiBps: uint64(job.BandwidthBytesPerSec >> 20), CopyStorage: req.CopyStorage,
-			Postcopy: job.Postcopy, AutoConverge: true,
-			AutoConvergeInitial: job.ThrottleInitialPct, AutoConvergeIncrement: job.ThrottleIncrementPct,
-		})
-	}()
-
-	ticker := time.NewTicker(sampleIntervalMS * time.Millisecond)
-	defer ticker.Stop()
-	var (
-		last         virt.JobStats
-		completedJob *virt.JobStats
-		stopAt       time.Time
-		lastJournal  time.Time
-		migErr       error
-	)
-	sample := func() {
-		js, err := m.dom.JobStats(false)
-		if err != nil || (js.Type != virt.JobBounded && js.Type != virt.JobUnbounded) {
-			return
-		}
-		if !downtimeSet {
-			downtimeSet = m.dom.SetMaxDowntime(limit) == nil
-		}
-		if !throttleArmed { // libvirt may reset parameters as the job starts
-			throttleArmed = armThrottle()
-		}
-		last = js
-		now := c.now()
-		if !st.Done() {
-			var acts []precopy.Action
-			st, acts = precopy.Step(st, sampleOf(js, now, !stopAt.IsZero(), postcopyActive.Load()), now)
-			for _, a := range acts {
-				err := m.applyAction(a, cancel)
-				if err == nil && a.Kind == precopy.ActStartPostcopy {
-					postcopyActive.Store(true) // from here the destination holds the state: no abort
-				}
-				l := m.log.WithFields(logrus.Fields{"stage": StagePreCopy.String(), "action": a.Kind})
-				if err != nil {
-					st = st.Failed(a)
-					a.Reason = fmt.Sprintf("could not %s (%v); %s", a.Kind, err, a.Reason)
-					l.WithError(err).Warn("policy action failed")
-				} else {
-					l.Info(a.Reason)
-				}
-				lastReason = a.Reason
-				m.res.PolicyActions = append(m.res.PolicyActions, a)
-				m.progress(Progress{Stage: StagePreCopy, Elapsed: now.Sub(start), Message: "policy: " + a.Reason})
-			}
-		}
-		stage := StagePreCopy
-		if !stopAt.IsZero() {
-			stage = StageStopAndCopy
-		}
-		p := Progress{Stage: stage, Elapsed: c.now().Sub(start), Iteration: js.Iteration,
-			TotalBytes: js.DataTotal, ProcessedBytes: js.DataProcessed, RemainingBytes: js.DataRemaining,
-			DirtyBytesPerSec: js.DirtyBytesPerSec(), BandwidthBytesPerSec: js.MemBytesPerSec}
-		if js.DataTotal > 0 {
-			p.Percent = 100 * float64(js.DataTotal-js.DataRemaining) / float64(js.DataTotal)
-		}
-		if js.DowntimeSet {
-			p.ExpectedDowntime = js.Downtime
-		}
-		p.DowntimeLimitMS, p.ThrottlePct, p.Strategy = st.DowntimeMS, js.Throttle, string(st.Strategy)
-		p.Postcopy, p.Policy = postcopyActive.Load(), lastReason
-		m.progress(p)
-		if c.now().Sub(lastJournal) >= journalIntervalMS*time.Millisecond {
-			lastJournal = c.now()
-			_ = c.Journal.Update(bg, id, map[string]any{"data_sent": int64(js.DataProcessed), "data_total": int64(js.DataTotal), "iterations": js.Iteration})
-		}
-	}
-loop:
-	for {
-		select {
-		case migErr = <-done:
-			break loop
-		case ev, ok := <-events:
-			if !ok {
-				events = nil
-				continue
-			}
-			if ev.UUID != m.info.UUID {
-				continue
-			}
-			switch {
-			case ev.Kind == virt.EventLifecycle && ev.Lifecycle == "suspended" && (ev.Detail == "migrated" || ev.Detail == "postcopy"):
-				msg := "source paused: stop-and-copy"
-				if ev.Detail == "postcopy" {
-					postcopyActive.Store(true)
-					msg = "source paused: the guest now runs on the destination (post-copy)"
-				}
-				if !stopAt.IsZero() {
-					continue
-				}
-				stopAt = ev.At
-				m.log.WithField("stage", StageStopAndCopy.String()).Info(msg)
-				_ = c.Journal.EnterStage(bg, id, StageStopAndCopy, stopAt, nil)
-				c.emit(bg, m, "switchover", 0, "")
-				m.progress(Progress{Stage: StageStopAndCopy, Elapsed: c.now().Sub(start), Message: msg})
-			case ev.Kind == virt.EventJobCompleted && ev.Job != nil:
-				completedJob = ev.Job
-			case ev.Kind == virt.EventIteration:
-				sample()
-			}
-		case <-ticker.C:
-			sample()
-		}
-	}
+	go func() { done <- m.dom.Migrate(mctx, w.params()) }()
+	migErr := w.follow(done, events)
 	end := c.now()
 	if migErr != nil {
-		return m.rollback(bg, migErr, last)
+		return m.rollback(bg, migErr, w.last)
 	}
+	return m.commit(bg, w, plan, end)
+}
 
+// commit runs stages 4 and 5 after libvirt reported success.
+func (m *migration) commit(bg context.Context, w *watch, plan *PlanInfo, end time.Time) (*Result, error) {
+	c, id := m.c, m.rec.ID
 	// Stage 4: commitment. QEMU and libvirt report success; confirm it on
 	// both hosts before the source definition goes.
 	js, err := m.dom.JobStats(true)
 	if err != nil || js.Type == virt.JobNone {
-		if completedJob != nil {
-			js = *completedJob
+		if w.completed != nil {
+			js = *w.completed
 		} else {
-			js = last
+			js = w.last
 		}
 	}
-	if stopAt.IsZero() {
-		stopAt = end.Add(-js.Downtime)
-		_ = c.Journal.EnterStage(bg, id, StageStopAndCopy, stopAt, nil)
+	if w.stopAt.IsZero() {
+		_ = c.Journal.EnterStage(bg, id, StageStopAndCopy, end.Add(-js.Downtime), nil)
 	}
+	m.res.Downtime, m.res.DataSent, m.res.Iterations = js.Downtime, js.DataProcessed, js.Iteration
+	m.res.Postcopy = w.postcopy.Load()
+	m.res.MigrationMS = end.Sub(w.start).Milliseconds()
 	cols := map[string]any{"data_sent": int64(js.DataProcessed), "data_total": int64(js.DataTotal), "iterations": js.Iteration,
 		"policy": policyJSON(plan, m.res.PolicyActions, m.res.Postcopy)}
 	if js.DowntimeSet {
 		cols["downtime_ms"] = js.Downtime.Milliseconds()
 	}
-	m.res.Downtime, m.res.DataSent, m.res.Iterations = js.Downtime, js.DataProcessed, js.Iteration
-	m.res.Postcopy = postcopyActive.Load()
-	m.res.MigrationMS = end.Sub(start).Milliseconds()
 	if err := c.Journal.Update(bg, id, cols); err != nil {
 		m.log.WithError(err).Error("journal")
 	}
@@ -215,7 +94,7 @@ loop:
 		m.log.WithError(err).Error("journal")
 	}
 	m.log.WithFields(logrus.Fields{"stage": StageCommitment.String(), "downtime_ms": js.Downtime.Milliseconds()}).Info("migration committed")
-	m.progress(Progress{Stage: StageCommitment, Elapsed: c.now().Sub(start), Percent: 100, Message: "committed: the destination is primary"})
+	m.progress(Progress{Stage: StageCommitment, Elapsed: c.now().Sub(w.start), Percent: 100, Message: "committed: the destination is primary"})
 
 	// Stage 5: activation.
 	c.emit(bg, m, "completed", js.Downtime, "")

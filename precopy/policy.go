@@ -207,7 +207,8 @@ type Action struct {
 
 func (a Action) String() string { return string(a.Kind) + ": " + a.Reason }
 
-// Rung is a remedy on the escalation ladder, in the order Step tries them.
+// Rung is a remedy on the escalation ladder, listed in the order Step tries
+// them; with AllowPostcopy, post-copy moves ahead of auto-converge (ladder).
 type Rung int
 
 const (
@@ -429,6 +430,27 @@ func (st State) onDeadline(s Sample, now time.Time) (State, []Action) {
 	return st.abort(why)
 }
 
+// ladder is the order remedies are tried in. When the operator allows
+// post-copy it comes before throttling: it finishes in about M/B, while
+// auto-converge slows the guest for as long as the copy crawls.
+func (st State) ladder() []Rung {
+	if st.Policy.AllowPostcopy {
+		return []Rung{RungDowntime, RungBandwidth, RungPostcopy, RungAutoConverge, RungSuspend, RungAbort}
+	}
+	return []Rung{RungDowntime, RungBandwidth, RungAutoConverge, RungPostcopy, RungSuspend, RungAbort}
+}
+
+// after is the rung that follows r on this policy's ladder.
+func (st State) after(r Rung) Rung {
+	l := st.ladder()
+	for i, x := range l[:len(l)-1] {
+		if x == r {
+			return l[i+1]
+		}
+	}
+	return RungAbort
+}
+
 // escalate applies the next usable rung of the ladder.
 func (st State) escalate(s Sample, now time.Time) (State, []Action) {
 	p := st.Policy
@@ -458,16 +480,16 @@ func (st State) escalate(s Sample, now time.Time) (State, []Action) {
 				}
 				stall = "the downtime limit alone cannot converge"
 			}
-			st.Rung = RungBandwidth
+			st.Rung = st.after(RungDowntime)
 		case RungBandwidth:
-			st.Rung = RungAutoConverge
+			st.Rung = st.after(RungBandwidth)
 			if top := p.MaxBandwidthBytesPerSec; top > 0 && st.BandwidthBytesPerSec > 0 && st.BandwidthBytesPerSec < top {
 				st.BandwidthBytesPerSec = top
 				return st, append(acts, Action{Kind: ActSetBandwidth, BandwidthBytesPerSec: top,
 					Reason: fmt.Sprintf("bandwidth cap raised to %s: %s", fmtRate(top), stall)})
 			}
 		case RungAutoConverge:
-			st.Rung = RungPostcopy
+			st.Rung = st.after(RungAutoConverge)
 			if !p.NoAutoConverge && !st.AutoConverge && !st.autoConvergeFailed {
 				st.AutoConverge = true
 				initial := st.throttleInitial()
@@ -475,14 +497,14 @@ func (st State) escalate(s Sample, now time.Time) (State, []Action) {
 					Reason: fmt.Sprintf("auto-converge on (throttle %d %% + %d %%): %s", initial, p.ThrottleIncrementPct, stall)})
 			}
 		case RungPostcopy:
-			st.Rung = RungSuspend
+			st.Rung = st.after(RungPostcopy)
 			if p.AllowPostcopy && st.postcopyUsable() {
 				var post []Action
 				st, post = st.startPostcopy(stall)
 				return st, append(acts, post...)
 			}
 		case RungSuspend:
-			st.Rung = RungAbort
+			st.Rung = st.after(RungSuspend)
 			if pause := st.predictedPause(s, now); pause <= p.DowntimeCeiling && !st.suspendFailed {
 				var sus []Action
 				st, sus = st.suspend(fmt.Sprintf("%s; predicted pause %s fits the %s ceiling", stall, fmtDur(pause), fmtDur(p.DowntimeCeiling)))

@@ -115,8 +115,8 @@ func TestStepEscalatesInOrder(t *testing.T) {
 		want      []ActionKind
 		downtimes []int64 // RaiseDowntime values in order
 	}{
-		{"fits after steps, post-copy allowed", Policy{AllowPostcopy: true, CompletionTimeout: noDeadline},
-			Plan{}, 10 * MiB, []ActionKind{R, R, R, R, A, P}, []int64{400, 500, 750, 1000}},
+		{"fits after steps, post-copy allowed: post-copy before throttling", Policy{AllowPostcopy: true, CompletionTimeout: noDeadline},
+			Plan{}, 10 * MiB, []ActionKind{R, R, R, R, P}, []int64{400, 500, 750, 1000}},
 		{"fits after steps, no post-copy: suspend", Policy{CompletionTimeout: noDeadline},
 			Plan{}, 10 * MiB, []ActionKind{R, R, R, R, A, S}, []int64{400, 500, 750, 1000}},
 		{"ceiling off the schedule is the last step", Policy{DowntimeCeiling: 1200 * time.Millisecond, NoAutoConverge: true, CompletionTimeout: noDeadline},
@@ -124,15 +124,15 @@ func TestStepEscalatesInOrder(t *testing.T) {
 		{"skips steps that cannot hold the dirty set", Policy{DowntimeCeiling: 5 * time.Second, NoAutoConverge: true, CompletionTimeout: noDeadline},
 			Plan{}, 80 * MiB, []ActionKind{R, R, S}, []int64{3000, 5000}},
 		{"need just above the ceiling: the ceiling, never the step past it", Policy{AllowPostcopy: true, CompletionTimeout: noDeadline},
-			Plan{}, 40 * MiB, []ActionKind{R, A, P}, []int64{1000}},
-		{"hopeless: ceiling and throttle at once, then post-copy", Policy{AllowPostcopy: true, CompletionTimeout: noDeadline},
-			Plan{}, 400 * MiB, []ActionKind{R, A, P}, []int64{1000}},
+			Plan{}, 40 * MiB, []ActionKind{R, P}, []int64{1000}},
+		{"hopeless: ceiling and post-copy at once", Policy{AllowPostcopy: true, CompletionTimeout: noDeadline},
+			Plan{}, 400 * MiB, []ActionKind{R, P}, []int64{1000}},
 		{"hopeless, no post-copy: abort after every remedy", Policy{CompletionTimeout: noDeadline},
 			Plan{}, 400 * MiB, []ActionKind{R, A, X}, []int64{1000}},
 		{"hopeless, no post-copy, pause on timeout: wait for the deadline", Policy{OnTimeout: OnTimeoutPause, CompletionTimeout: noDeadline},
 			Plan{}, 400 * MiB, []ActionKind{R, A}, []int64{1000}},
 		{"bandwidth before throttle", Policy{BandwidthBytesPerSec: labLink, MaxBandwidthBytesPerSec: 100 * MiB, AllowPostcopy: true, CompletionTimeout: noDeadline},
-			Plan{}, 400 * MiB, []ActionKind{R, B, A, P}, []int64{1000}},
+			Plan{}, 400 * MiB, []ActionKind{R, B, P}, []int64{1000}},
 		{"throttle already on from the plan", Policy{AllowPostcopy: true, CompletionTimeout: noDeadline},
 			Plan{Strategy: StrategyAutoConverge, Job: Job{AutoConverge: true}}, 400 * MiB, []ActionKind{R, P}, []int64{1000}},
 	}
@@ -346,7 +346,7 @@ func TestFailedActionMovesOn(t *testing.T) {
 			}
 		}
 	}
-	want := []ActionKind{ActRaiseDowntime, ActSetAutoConverge, ActStartPostcopy, ActAbort}
+	want := []ActionKind{ActRaiseDowntime, ActStartPostcopy, ActSetAutoConverge, ActAbort}
 	if !slices.Equal(kinds(all), want) {
 		t.Fatalf("actions %v, want %v", kinds(all), want)
 	}
