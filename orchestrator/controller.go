@@ -427,6 +427,10 @@ func (m *migration) findSource(ctx context.Context) error {
 				for _, h := range hits {
 					h.conn.Close()
 				}
+				if open, _ := m.c.Journal.OpenForVM(ctx, hits[i].info.UUID); open != nil {
+					return refuse(ErrBusy, nil, "VM %s is being migrated from %s to %s by migration %s (started %s); wait for it, or run `ferry recover` if its ferry process is gone",
+						m.req.VM, open.Source, open.Dest, open.ID[:8], open.StartedAt.Local().Format("15:04:05"))
+				}
 				return refuse(ErrBusy, nil, "VM %s is active on both %s and %s; resolve that first (ferry recover, or virsh)", m.req.VM, pick.h.Name, hits[i].h.Name)
 			}
 			pick = &hits[i]

@@ -96,6 +96,7 @@ func (c *Controller) recoverOne(ctx context.Context, r *Record, res *RecoverResu
 	if err := settleJob(ctx, log, src, r.VMUUID); err != nil {
 		return err
 	}
+	c.recordCompletedJob(ctx, src, r)
 	keep, note, err := c.converge(ctx, log, src, dst, r.VMUUID, r.Stage >= StageCommitment)
 	if err != nil {
 		return err
@@ -165,4 +166,24 @@ func settleJob(ctx context.Context, log *logrus.Entry, h virt.Host, uuid string)
 		case <-time.After(sampleIntervalMS * time.Millisecond):
 		}
 	}
+}
+
+// recordCompletedJob keeps libvirt's figures of a job that finished while
+// ferry was gone (downtime, data, iterations): they are read from the source
+// domain, so before convergence undefines it.
+func (c *Controller) recordCompletedJob(ctx context.Context, src virt.Host, r *Record) {
+	d, err := src.LookupDomain(r.VMUUID)
+	if err != nil {
+		return
+	}
+	js, err := d.JobStats(true)
+	if err != nil || js.Type != virt.JobCompleted || !js.DowntimeSet {
+		return
+	}
+	cols := map[string]any{"downtime_ms": js.Downtime.Milliseconds(), "data_sent": int64(js.DataProcessed),
+		"data_total": int64(js.DataTotal), "iterations": js.Iteration}
+	if r.StageTimes[StagePreCopy] != nil && r.StageTimes[StageStopAndCopy] == nil {
+		cols[stageColumns[StageStopAndCopy]] = r.StageTimes[StagePreCopy].Add(js.Elapsed - js.Downtime)
+	}
+	_ = c.Journal.Update(ctx, r.ID, cols)
 }

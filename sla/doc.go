@@ -52,8 +52,38 @@
 //	shutdown, defined, undefined / *               nothing
 //	connection closed (error, eof, keepalive)      Monitor_Blind + VM_Unreachable per VM (ConnectionClosedKinds)
 //
-// Lifecycle events the agent can tie to a running migration carry its
-// correlation id.
+// Failures are a crash, an emulator failure (stopped/failed: QEMU died
+// without shutting down, e.g. killed), a failed post-copy and an I/O-error
+// pause. stopped/destroyed is deliberately owner-stopped, not a failure
+// (issue 5 lists "destroyed" among failures): libvirt reports it only for
+// an explicit virDomainDestroy (virsh destroy, a cloud's force-stop), which
+// is the owner powering the VM off, and a QEMU that dies on its own is
+// reported as stopped/failed or crashed. A VM_Started of a VM whose last
+// recorded event is VM_Failure is recorded as VM_Reachable: the recovery.
+//
+// Lifecycle events the agent can tie to a running migration (a
+// Migration_Planned or Migration_Switchover in the log for that VM, not ended
+// more than MigrationGrace before) carry its correlation id, so the rules
+// treat them as part of the migration.
+//
+// On every (re)connection the agent re-reads each domain's state and maps it
+// with StateKind: running → VM_Reachable (always, so the report can place
+// the VM), shutoff/crashed, shutoff/failed, crashed, paused/ioerror... →
+// VM_Failure, shutoff/destroyed, shutoff/shutdown, paused/user → VM_Stopped;
+// states other than running are recorded only when they differ from the
+// VM's last recorded event, so what happened while the agent was blind (or
+// not running) is recorded once. Stopping the agent records Monitor_Blind
+// ("monitor stopped"); the next start records Monitor_Sight.
+//
+// # Agents
+//
+// Poller (poller.go) probes hosts through the Prober interface (LibvirtProbe
+// keeps one connection per host and calls Capacity, at most one call in
+// flight per host, so a SIGSTOPped libvirtd yields timeouts, not a pile of
+// blocked calls); its PS_Timeout rows carry payload {"consecutive": n}.
+// Agent (agent.go) is the monitoring agent; Monitor (monitor.go) runs both,
+// follows the log for events other processes write and keeps Metrics
+// (metrics.go, Prometheus) current.
 //
 // # Correlation rules (Compute)
 //
@@ -71,7 +101,9 @@
 //  2. Network failure seen by the poller (Figures 8.8–8.9): every VM on the
 //     host is down from PS_Unreachable (t2) to PS_Reachable (t4). Options.Backdate
 //     starts it at the first PS_Timeout of the sequence (timeouts at most two
-//     poll intervals apart). Both bounds are in every report
+//     poll intervals apart; a PS_Timeout with payload consecutive=1, as the
+//     poller writes after a successful poll, starts a new sequence). Both
+//     bounds are in every report
 //     (Interval.Unreachable/FirstTimeout, Entry.DowntimeLow/High).
 //  3. False positives: a PS_Timeout run that never reaches PS_Unreachable is
 //     no outage (shown as info). A poller outage during which a live hypervisor

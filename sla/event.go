@@ -140,6 +140,11 @@ type Payload struct {
 	// Postcopy marks a post-copy migration (Migration_Switchover,
 	// Migration_Failed) or a failure during post-copy (VM_Failure).
 	Postcopy bool `json:"postcopy,omitempty"`
+	// Consecutive is the number of the PS_Timeout in its run of failed polls
+	// (the poller writes it): 1 starts a new run even if an earlier timeout
+	// is less than two poll intervals before it, since a poll between them
+	// succeeded.
+	Consecutive int `json:"consecutive,omitempty"`
 	// Source and Destination hosts of a migration. On Migration_Completed,
 	// Destination (or else the event's Host) is where the VM runs afterwards.
 	Source      string `json:"source,omitempty"`
@@ -177,6 +182,11 @@ func (e *Event) DecodePayload() (Payload, error) {
 	if v, ok := raw["postcopy"]; ok {
 		if err := json.Unmarshal(v, &p.Postcopy); err != nil {
 			return p, fmt.Errorf("postcopy: want true or false, got %s", v)
+		}
+	}
+	if v, ok := raw["consecutive"]; ok {
+		if err := json.Unmarshal(v, &p.Consecutive); err != nil || p.Consecutive < 0 {
+			return p, fmt.Errorf("consecutive: want a positive whole number, got %s", v)
 		}
 	}
 	for _, f := range []struct {

@@ -12,6 +12,16 @@ type lifecycleMapping struct {
 // part of a migration (whose pause the orchestrator reports with its measured
 // downtime) or a transition that changes no availability. A detail of "*"
 // matches any detail of that event.
+//
+// Failures: a guest crash (crashed/*, stopped/crashed), the emulator failing
+// (stopped/failed: libvirt's word for a QEMU that died without shutting down,
+// e.g. killed by a signal or by the OOM killer), a failed post-copy and an
+// I/O-error, watchdog or API-error pause. stopped/destroyed is NOT a failure:
+// libvirt reports it only when someone called virDomainDestroy (virsh
+// destroy, a cloud's force-stop), which is the owner powering the VM off, so
+// it is owner-stopped time, excluded from eligible time like a shutdown. A
+// destroy that ferry itself does during a migration carries the migration's
+// correlation id and is no stop either.
 var lifecycleTable = map[[2]string]lifecycleMapping{
 	{"started", "booted"}:            {kind: VMStarted},
 	{"started", "restored"}:          {kind: VMStarted},
@@ -46,19 +56,59 @@ var lifecycleTable = map[[2]string]lifecycleMapping{
 	{"undefined", "*"}:               {},
 }
 
-// LifecycleKind maps a libvirt domain lifecycle event (virt's words, e.g.
-// "stopped"/"crashed") to the SLA event the monitoring agent emits. ok is
-// false when the event emits nothing. postcopy is set when the event reports
-// a failed post-copy migration; the agent puts it in the payload.
-func LifecycleKind(lifecycle, detail string) (k Kind, postcopy bool, ok bool) {
-	m, found := lifecycleTable[[2]string{lifecycle, detail}]
+// stateTable maps a domain's state and reason, as virt.DomainInfo gives them
+// ("shutoff"/"crashed"), to the event the monitoring agent records when it
+// (re)connects and re-reads every domain: what happened while it was blind
+// shows up here instead of as an event. A reason of "*" matches any reason.
+var stateTable = map[[2]string]lifecycleMapping{
+	{"running", "*"}:               {kind: VMReachable},
+	{"running", "postcopy-failed"}: {kind: VMFailure, postcopy: true},
+	{"blocked", "*"}:               {kind: VMReachable},
+	{"paused", "user"}:             {kind: VMStopped}, // owner paused
+	{"paused", "ioerror"}:          {kind: VMFailure},
+	{"paused", "watchdog"}:         {kind: VMFailure},
+	{"paused", "crashed"}:          {kind: VMFailure},
+	{"paused", "api-error"}:        {kind: VMFailure},
+	{"paused", "postcopy-failed"}:  {kind: VMFailure, postcopy: true},
+	{"paused", "*"}:                {}, // migration, postcopy, save, starting-up: transient
+	{"shutoff", "crashed"}:         {kind: VMFailure},
+	{"shutoff", "failed"}:          {kind: VMFailure},
+	{"shutoff", "daemon"}:          {kind: VMFailure}, // libvirtd found QEMU gone on reconnect
+	{"shutoff", "shutdown"}:        {kind: VMStopped},
+	{"shutoff", "destroyed"}:       {kind: VMStopped},
+	{"shutoff", "saved"}:           {kind: VMStopped},
+	{"shutoff", "*"}:               {}, // migrated away, or never started
+	{"crashed", "*"}:               {kind: VMFailure},
+	{"pmsuspended", "*"}:           {kind: VMStopped},
+	{"shutdown", "*"}:              {}, // being shut down: the stopped event follows
+	{"nostate", "*"}:               {},
+}
+
+// StateKind maps a domain state and its reason (virt's words, e.g.
+// "shutoff"/"crashed") to the SLA event the monitoring agent records when it
+// re-reads the domain after connecting. ok is false when the state records
+// nothing.
+func StateKind(state, reason string) (k Kind, postcopy bool, ok bool) {
+	return lookup(stateTable, state, reason)
+}
+
+func lookup(table map[[2]string]lifecycleMapping, a, b string) (Kind, bool, bool) {
+	m, found := table[[2]string{a, b}]
 	if !found {
-		m, found = lifecycleTable[[2]string{lifecycle, "*"}]
+		m, found = table[[2]string{a, "*"}]
 	}
 	if !found || m.kind == "" {
 		return "", false, false
 	}
 	return m.kind, m.postcopy, true
+}
+
+// LifecycleKind maps a libvirt domain lifecycle event (virt's words, e.g.
+// "stopped"/"crashed") to the SLA event the monitoring agent emits. ok is
+// false when the event emits nothing. postcopy is set when the event reports
+// a failed post-copy migration; the agent puts it in the payload.
+func LifecycleKind(lifecycle, detail string) (k Kind, postcopy bool, ok bool) {
+	return lookup(lifecycleTable, lifecycle, detail)
 }
 
 // ConnectionClosedKinds says what the monitoring agent emits when its libvirt

@@ -484,7 +484,7 @@ func (c *correlator) correlateHosts() {
 				if cur != nil {
 					continue
 				}
-				if len(run) > 0 && t.Sub(run[len(run)-1].ObservedAt) > c.tol {
+				if len(run) > 0 && (t.Sub(run[len(run)-1].ObservedAt) > c.tol || startsRun(r)) {
 					closeR()
 				}
 				run = append(run, r)
@@ -559,6 +559,16 @@ func (c *correlator) correlateHosts() {
 			h.blind = append(h.blind, *blind)
 		}
 	}
+}
+
+// startsRun reports whether a PS_Timeout says it is the first of its run
+// (payload consecutive = 1): the poll before it succeeded.
+func startsRun(r *rec) bool {
+	if len(r.Payload) == 0 {
+		return false
+	}
+	pl, err := r.DecodePayload()
+	return err == nil && pl.Consecutive == 1
 }
 
 // outageInterval renders outage o, restricted to [from, to) (the VM's stay on

@@ -18,8 +18,7 @@ type progressPrinter struct {
 	tty       bool
 	lastStage orchestrator.Stage
 	lastLine  time.Time
-	width     int
-	started   bool
+	width     int // length of the redrawn line now on screen
 }
 
 func newProgressPrinter(w io.Writer, tty bool) *progressPrinter {
@@ -33,17 +32,17 @@ func (p *progressPrinter) update(pr orchestrator.Progress) {
 	if p.tty {
 		pad := ""
 		if n := p.width - len(line); n > 0 {
-			pad = strings.Repeat(" ", n)
+			pad = strings.Repeat(" ", n) // blank what the longer previous line left
 		}
-		if pr.Stage != p.lastStage && pr.Message != "" && p.started {
-			fmt.Fprintf(p.w, "\r%s%s\n", line, pad) // keep stage changes on screen
+		if pr.Message != "" {
+			// Stage changes and policy decisions stay on screen; the
+			// figures line below them is redrawn in place.
+			fmt.Fprintf(p.w, "\r%s%s\n", line, pad)
 			p.width = 0
 		} else {
 			fmt.Fprintf(p.w, "\r%s%s", line, pad)
 			p.width = len(line)
 		}
-		p.started = true
-		p.lastStage = pr.Stage
 		return
 	}
 	if pr.Stage != p.lastStage || pr.Message != "" || time.Since(p.lastLine) >= time.Second {

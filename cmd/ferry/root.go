@@ -5,11 +5,14 @@ import (
 	"database/sql"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/sla"
 	"github.com/ferryvm/ferry/store"
 )
 
@@ -49,6 +52,9 @@ Exit codes: 0 success, 1 error, 2 bad input or refused (nothing changed),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(cmd, a.opts.output); err != nil {
+				return err
+			}
 			return a.setup(cmd.ErrOrStderr())
 		},
 		PersistentPostRun: func(*cobra.Command, []string) {
@@ -65,13 +71,11 @@ Exit codes: 0 success, 1 error, 2 bad input or refused (nothing changed),
 	f.StringVar(&a.opts.logLevel, "log-level", "warning", "log level on stderr: debug, info, warning, error")
 	f.StringVar(&a.opts.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(newMigrateCmd(a), newHostsCmd(a), newVMsCmd(a), newHistoryCmd(a), newShowCmd(a), newRecoverCmd(a))
+	root.AddCommand(newSLACmd(a))
 	return root
 }
 
 func (a *app) setup(stderr io.Writer) error {
-	if a.opts.output != "text" && a.opts.output != "json" {
-		return usagef("--output %q: use text or json", a.opts.output)
-	}
 	lvl, err := logrus.ParseLevel(a.opts.logLevel)
 	if err != nil {
 		return usagef("--log-level %q: use debug, info, warning or error", a.opts.logLevel)
@@ -91,6 +95,21 @@ func (a *app) setup(stderr io.Writer) error {
 
 func (a *app) json() bool { return a.opts.output == "json" }
 
+// outputFormatsAnnotation lists, comma-separated, the --output formats of a
+// command that accepts more than text and json (e.g. "text,table,json,csv").
+const outputFormatsAnnotation = "ferry/output-formats"
+
+func checkOutput(cmd *cobra.Command, o string) error {
+	formats := []string{"text", "json"}
+	if f := cmd.Annotations[outputFormatsAnnotation]; f != "" {
+		formats = strings.Split(f, ",")
+	}
+	if slices.Contains(formats, o) {
+		return nil
+	}
+	return usagef("--output %q: use %s", o, strings.Join(formats, ", "))
+}
+
 func (a *app) inventory() (*orchestrator.Inventory, error) {
 	return orchestrator.LoadInventory(a.opts.config)
 }
@@ -105,7 +124,12 @@ func (a *app) controller(ctx context.Context) (*orchestrator.Controller, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &orchestrator.Controller{Inventory: inv, Journal: j, Log: logrus.NewEntry(a.log)}, nil
+	slaLog, err := sla.NewLog(ctx, a.db)
+	if err != nil {
+		return nil, err
+	}
+	return &orchestrator.Controller{Inventory: inv, Journal: j, Log: logrus.NewEntry(a.log),
+		Events: orchestrator.SLAFeed{Log: slaLog}}, nil
 }
 
 func (a *app) journal(ctx context.Context) (*orchestrator.Journal, error) {

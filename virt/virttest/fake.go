@@ -176,7 +176,7 @@ func (h *Host) Emit(ev virt.Event) {
 
 // Disconnect simulates a lost connection: every subscriber gets a
 // connection-closed event with reason (libvirt's words: "eof", "keepalive",
-// "error") and its stream closes. Set Down as well to make redials fail.
+// "error") and its stream closes. SetDown(true) as well makes redials fail.
 func (h *Host) Disconnect(reason string) {
 	h.Emit(virt.Event{Kind: virt.EventClosed, Reason: reason})
 	h.evMu.Lock()
@@ -192,6 +192,14 @@ func (h *Host) Disconnect(reason string) {
 			close(s.ch)
 		}
 	}
+}
+
+// SetDown sets Down under the cluster's lock, for tests that change it while
+// other goroutines dial.
+func (h *Host) SetDown(down bool) {
+	h.cluster.mu.Lock()
+	defer h.cluster.mu.Unlock()
+	h.Down = down
 }
 
 // Subscribers counts the open event streams.
