@@ -194,6 +194,7 @@ type migration struct {
 	info             virt.DomainInfo
 	spec             virt.DomainSpec
 	journaled        bool
+	watch            *watch // the running job's follower, from stage 2 on
 }
 
 // Migrate runs one live migration through the six stages. On refusal nothing

@@ -30,6 +30,7 @@ func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
 	mctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	w := m.newWatch(bg, plan, cancel)
+	m.watch = w
 	if m.req.Timeout > 0 {
 		// A hard wall, except in post-copy: the destination then holds the
 		// only current state and the job must finish.
@@ -206,6 +207,14 @@ func (c *Controller) emit(ctx context.Context, m *migration, kind string, downti
 	}
 	ev := MigrationEvent{Kind: kind, MigrationID: m.rec.ID, VM: m.info.Name, VMUUID: m.info.UUID,
 		Source: m.src.Name, Dest: m.dst.Name, At: c.now(), Downtime: downtime, Detail: detail}
+	if w := m.watch; w != nil {
+		ev.Postcopy = w.postcopy.Load()
+		// The SLA log charges the pause as ending at the completed event:
+		// date it at the switchover's end, not at commitment ~2 s later.
+		if kind == "completed" && !w.stopAt.IsZero() && downtime > 0 {
+			ev.At = w.stopAt.Add(downtime)
+		}
+	}
 	if err := c.Events.MigrationEvent(ctx, ev); err != nil {
 		m.log.WithError(err).Warn("SLA event not recorded")
 	}
