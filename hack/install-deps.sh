@@ -14,7 +14,8 @@ die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # libvirt-daemon-driver-storage: dir pools and vol-upload/vol-download (the lab's `default` pool, cold moves)
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage libvirt-clients libvirt-dev qemu-system-x86 qemu-utils)
-EXTRA=(cpio time sqlite3 pkg-config)
+# ovmf: UEFI firmware for the cold-move e2e guest with NVRAM
+EXTRA=(cpio time sqlite3 pkg-config jq ovmf)
 
 have_backports_versions() {
   local v

@@ -324,7 +324,7 @@ func (m *migration) preflight(ctx context.Context) error {
 		return refuse(ErrSameHost, nil, "VM %s already runs on %s, the requested destination", req.VM, m.dst.Name)
 	}
 	if m.info.State != virt.StateRunning {
-		return m.check("vm-running", refuse(ErrNotRunning, nil, "VM %s is %s on %s: live migration needs a running VM (start it, or move it cold when ferry supports --cold)", m.info.Name, m.info.State, m.src.Name), "")
+		return m.check("vm-running", refuse(ErrNotRunning, nil, "VM %s is %s on %s: live migration needs a running VM (start it, or move it with --cold)", m.info.Name, m.info.State, m.src.Name), "")
 	}
 	if js, err := m.dom.JobStats(false); err == nil && js.Type != virt.JobNone && js.Type != "" {
 		return refuse(ErrBusy, nil, "VM %s has a job in progress on %s (another migration?); wait for it or abort it with virsh domjobabort", m.info.Name, m.src.Name)

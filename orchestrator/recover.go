@@ -75,6 +75,9 @@ func (c *Controller) Recover(ctx context.Context, opt RecoverOptions) ([]Recover
 }
 
 func (c *Controller) recoverOne(ctx context.Context, r *Record, res *RecoverResult) error {
+	if r.Kind == "cold" {
+		return c.recoverCold(ctx, r, res)
+	}
 	log := c.log().WithFields(logrus.Fields{"migration": r.ID, "vm": r.VM, "src": r.Source, "dst": r.Dest})
 	if r.VMUUID == "" || r.Stage < StageReservation || r.DestURI == "" {
 		// Nothing was started on any host before the reservation stage.

@@ -5,6 +5,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -26,7 +28,18 @@ type migrateOptions struct {
 	completion  string
 	onTimeout   string
 
-	req orchestrator.Request
+	// cold path
+	cold            bool
+	toPool          string
+	keepSource      bool
+	start           bool
+	shutdown        bool
+	shutdownTimeout string
+	force           bool
+	changed         func(string) bool
+
+	req  orchestrator.Request
+	creq orchestrator.ColdRequest
 }
 
 func newMigrateCmd(a *app) *cobra.Command {
@@ -56,13 +69,26 @@ switches to post-copy (--allow-postcopy), or pauses the guest for a final copy w
 predicted pause fits the ceiling. At --completion-timeout (default 150 s per GiB, at
 least 120 s) it does what --on-timeout says: abort (the VM stays on the source),
 postcopy, or pause (only within the ceiling, else abort). It never aborts once post-copy
-has started.`,
+has started.
+
+Cold (--cold): move a shut-off VM's disks (with their backing chains), NVRAM, log files
+and definition over libvirt storage streams, sparse where both libvirts allow it. Each
+file's checksum is computed on the source and verified on the destination before the
+source is touched; then the VM is defined on the destination, verified, undefined on the
+source (with its NVRAM) and its files deleted (--keep-source keeps them). Any failure or
+Ctrl-C before that removes what was copied and leaves the source as it was; 'ferry
+recover' reverts or finishes an interrupted move, and running the same command again
+resumes it, skipping files already copied and verified. A running VM is refused unless
+--shutdown (guest shutdown, --shutdown-timeout, then --force destroys it).`,
 		Example: `  ferry migrate web-01 --to host2
   ferry migrate web-01 --to qemu+tcp://10.0.0.12/system --from host1 --max-downtime 500ms
   ferry migrate db-02 --to host3 --bandwidth 200 --timeout 10m -o json
   ferry migrate web-01 --to host2 --dry-run
   ferry migrate busy-db --to host2 --bandwidth 40 --plan
-  ferry migrate busy-db --to host2 --allow-postcopy --on-timeout postcopy`,
+  ferry migrate busy-db --to host2 --allow-postcopy --on-timeout postcopy
+  ferry migrate db-02 --to host3 --cold --plan
+  ferry migrate db-02 --to host3 --cold --to-pool fast --start
+  ferry migrate web-01 --to host2 --cold --shutdown --shutdown-timeout 2m --force`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) != 1 {
 				return usagef("migrate takes exactly one VM (name or UUID), got %d arguments", len(args))
@@ -76,8 +102,12 @@ has started.`,
 				return err
 			}
 			c.Log = c.Log.WithField("cmd", "migrate")
+			o.changed = cmd.Flags().Changed
 			if err := o.validate(); err != nil {
 				return c.Refuse(cmd.Context(), orchestrator.Request{VM: o.vm, To: o.to, From: o.from}, err)
+			}
+			if o.cold {
+				return o.runCold(cmd, a, c)
 			}
 			return o.run(cmd, a, c)
 		},
@@ -95,12 +125,30 @@ has started.`,
 	f.BoolVar(&o.postcopy, "allow-postcopy", false, "let the policy switch to post-copy (the guest then runs on the destination while pages follow)")
 	f.StringVar(&o.completion, "completion-timeout", "0", "deadline for the copy (0: 150 s per GiB of memory, at least 120 s)")
 	f.StringVar(&o.onTimeout, "on-timeout", "abort", "at the completion deadline: abort, postcopy or pause")
+	f.BoolVar(&o.cold, "cold", false, "move a shut-off VM: disks, NVRAM, logs and definition (with --plan: show the artifacts and stop)")
+	f.StringVar(&o.toPool, "to-pool", "", "--cold: destination storage pool for the disks (default: a pool named like the source disk's, else default)")
+	f.BoolVar(&o.keepSource, "keep-source", false, "--cold: keep the source's files after the move (the source definition is still removed)")
+	f.BoolVar(&o.start, "start", false, "--cold: start the VM on the destination afterwards")
+	f.BoolVar(&o.shutdown, "shutdown", false, "--cold: shut a running VM down first (guest shutdown request)")
+	f.StringVar(&o.shutdownTimeout, "shutdown-timeout", "60s", "--cold --shutdown: how long to wait for the guest to power off")
+	f.BoolVar(&o.force, "force", false, "--cold --shutdown: destroy the VM if it is still running after --shutdown-timeout")
 	return cmd
 }
 
 func (o *migrateOptions) validate() error {
 	if o.to == "" {
 		return usagef("--to is required: the destination host (inventory name or libvirt URI)")
+	}
+	if o.changed == nil {
+		o.changed = func(string) bool { return false }
+	}
+	if o.cold {
+		return o.validateCold()
+	}
+	for _, f := range []string{"to-pool", "keep-source", "start", "shutdown", "shutdown-timeout", "force"} {
+		if o.changed(f) {
+			return usagef("--%s is for cold moves: add --cold", f)
+		}
 	}
 	md, err := parseDuration("--max-downtime", o.maxDowntime)
 	if err != nil {
@@ -244,4 +292,206 @@ func printPlan(w io.Writer, r *orchestrator.Result) {
 		bytesIEC(uint64(e.SentBytes)), dur(time.Duration(e.DowntimeMS)*time.Millisecond))
 	fmt.Fprintf(w, "  ceiling, deadline %s, %s then %s\n", dur(time.Duration(p.CeilingMS)*time.Millisecond),
 		dur(time.Duration(p.DeadlineMS)*time.Millisecond), p.OnTimeout)
+}
+
+func (o *migrateOptions) validateCold() error {
+	for _, f := range []string{"max-downtime", "timeout", "copy-storage", "dry-run", "max-downtime-ceiling", "allow-postcopy", "completion-timeout", "on-timeout"} {
+		if o.changed(f) {
+			return usagef("--%s is for live migration; a cold move takes --plan, --to-pool, --keep-source, --start, --shutdown, --shutdown-timeout, --force, --bandwidth", f)
+		}
+	}
+	if (o.changed("shutdown-timeout") || o.force) && !o.shutdown {
+		return usagef("--shutdown-timeout and --force go with --shutdown")
+	}
+	st, err := parseDuration("--shutdown-timeout", o.shutdownTimeout)
+	if err != nil {
+		return err
+	}
+	bw, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(o.bandwidth), "MiB/s"), 10, 64)
+	if err != nil {
+		return usagef("--bandwidth %q: give a whole number of MiB/s, e.g. 100", o.bandwidth)
+	}
+	if o.toPool != "" && !orchestrator.ValidName(o.toPool) {
+		return usagef("--to-pool %q is not a valid pool name", o.toPool)
+	}
+	o.creq = orchestrator.ColdRequest{VM: o.vm, To: o.to, From: o.from, ToPool: o.toPool, PlanOnly: o.plan,
+		KeepSource: o.keepSource, Start: o.start, Shutdown: o.shutdown, ShutdownTimeout: st, Force: o.force, BandwidthMiBps: bw}
+	return nil
+}
+
+func (o *migrateOptions) runCold(cmd *cobra.Command, a *app, c *orchestrator.Controller) error {
+	out := cmd.OutOrStdout()
+	var pr *coldPrinter
+	if !a.json() && !o.plan {
+		pr = &coldPrinter{w: out, tty: isTerminal(out)}
+		o.creq.Progress = pr.update
+	}
+	res, err := c.MigrateCold(cmd.Context(), o.creq)
+	if pr != nil {
+		pr.finish()
+	}
+	if a.json() {
+		if jerr := writeJSON(out, res); jerr != nil {
+			return jerr
+		}
+		return err
+	}
+	printColdResult(out, res)
+	return err
+}
+
+// coldPrinter shows a cold move's progress: every message, and the copy's
+// numbers redrawn on a terminal or once a second otherwise.
+type coldPrinter struct {
+	mu       sync.Mutex
+	w        io.Writer
+	tty      bool
+	lastLine time.Time
+	width    int
+}
+
+func (p *coldPrinter) update(pr orchestrator.ColdProgress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	head := fmt.Sprintf("[%d %-13s] %7s", int(pr.Stage), pr.StageName, dur(time.Duration(pr.ElapsedMS)*time.Millisecond))
+	if pr.Message != "" {
+		if p.tty && p.width > 0 {
+			fmt.Fprintf(p.w, "\r%s\r", strings.Repeat(" ", p.width))
+			p.width = 0
+		}
+		fmt.Fprintf(p.w, "%s  %s\n", head, pr.Message)
+		return
+	}
+	if pr.TotalBytes == 0 {
+		return
+	}
+	pct := 100 * float64(pr.MovePositionBytes) / float64(max(pr.MoveTotalBytes, 1))
+	line := fmt.Sprintf("%s  %5.1f%%  %d/%d %s  %s sent  %s  ETA %s", head, pct, pr.Index+1, pr.Count, pr.Artifact,
+		bytesIEC(uint64(pr.MoveSentBytes)), rate(pr.RateBytesPerSec), dur(time.Duration(pr.ETAMS)*time.Millisecond))
+	if p.tty {
+		pad := ""
+		if n := p.width - len(line); n > 0 {
+			pad = strings.Repeat(" ", n)
+		}
+		fmt.Fprintf(p.w, "\r%s%s", line, pad)
+		p.width = len(line)
+		return
+	}
+	if time.Since(p.lastLine) >= time.Second {
+		fmt.Fprintln(p.w, line)
+		p.lastLine = time.Now()
+	}
+}
+
+func (p *coldPrinter) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty && p.width > 0 {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func printColdPlan(w io.Writer, r *orchestrator.ColdResult) {
+	p := r.Plan
+	how := "sparse streams"
+	if !p.Sparse {
+		how = p.SparseNote
+	}
+	fmt.Fprintf(w, "cold move plan for %s: %s -> %s (%s)\n", r.VM, r.Source, r.Dest, how)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ARTIFACT\tFORMAT\tVIRTUAL\tALLOCATED\tFILE\tTO MOVE\tSOURCE\tDESTINATION")
+	for _, a := range p.Artifacts {
+		dst := a.DstPath
+		if a.DstPool != "" {
+			dst += " (pool " + a.DstPool + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name(), a.Format, bytesIEC(a.CapacityBytes), bytesIEC(a.AllocatedBytes),
+			bytesIEC(a.PhysicalBytes), bytesIEC(a.WireBytes(p.Sparse)), a.SrcPath, dst)
+	}
+	tw.Flush()
+	for _, a := range p.Artifacts {
+		if a.Note != "" {
+			fmt.Fprintf(w, "  note: %s: %s\n", a.Name(), a.Note)
+		}
+	}
+	fmt.Fprintf(w, "  bytes to move     %s (files: %s)\n", bytesIEC(p.BytesToMove), bytesIEC(p.TotalBytes))
+	for _, ps := range p.Pools {
+		mark := "ok"
+		if !ps.Enough {
+			mark = "NOT ENOUGH"
+		}
+		if ps.New {
+			fmt.Fprintf(w, "  destination space %s: needs %s, no pool there yet (created when copying)\n", ps.Path, bytesIEC(ps.NeedBytes))
+			continue
+		}
+		fmt.Fprintf(w, "  destination space %s (%s): needs %s, %s free: %s\n", ps.Pool, ps.Path, bytesIEC(ps.NeedBytes), bytesIEC(ps.AvailableBytes), mark)
+	}
+	for _, pr := range p.Problems {
+		fmt.Fprintf(w, "  problem: %s\n", pr)
+	}
+}
+
+func printColdResult(w io.Writer, r *orchestrator.ColdResult) {
+	if r == nil {
+		return
+	}
+	if r.PlanOnly || (r.State == orchestrator.StateRefused && r.Plan != nil) {
+		if r.Plan != nil {
+			printColdPlan(w, r)
+		}
+		for _, ch := range r.Checks {
+			mark := "ok  "
+			if !ch.OK {
+				mark = "FAIL"
+			}
+			fmt.Fprintf(w, "  %s %-22s %s\n", mark, ch.Name, ch.Detail)
+		}
+		if r.State == "plan" {
+			fmt.Fprintf(w, "plan only: nothing was changed\n")
+		}
+		return
+	}
+	switch r.State {
+	case orchestrator.StateCompleted:
+		fmt.Fprintf(w, "moved %s cold: %s -> %s\n", r.VM, r.Source, r.Dest)
+		fmt.Fprintf(w, "  total time    %s\n", dur(time.Duration(r.TotalMS)*time.Millisecond))
+		if r.Plan != nil {
+			how := "sparse"
+			if !r.Plan.Sparse {
+				how = r.Plan.SparseNote
+			}
+			fmt.Fprintf(w, "  data sent     %s (%s) for %s of files\n", bytesIEC(uint64(r.SentBytes)), how, bytesIEC(r.Plan.TotalBytes))
+		}
+		if r.ResumedFrom != "" {
+			fmt.Fprintf(w, "  resumed       %s\n", r.ResumedFrom)
+		}
+		if r.Shutdown != "" {
+			fmt.Fprintf(w, "  shutdown      %s\n", r.Shutdown)
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, a := range r.Artifacts {
+			state := a.State
+			if a.Skipped {
+				state += " (skipped: copied by the interrupted run)"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", a.Name(), bytesIEC(uint64(a.SentBytes)), a.Checksum, a.DstPath, state)
+		}
+		tw.Flush()
+		if r.KeepSource {
+			fmt.Fprintf(w, "  source        definition removed, files kept (--keep-source)\n")
+		} else {
+			fmt.Fprintf(w, "  source        definition and files removed\n")
+		}
+		if r.Started {
+			fmt.Fprintf(w, "  started       on %s\n", r.Dest)
+		}
+		fmt.Fprintf(w, "  migration id  %s\n", r.ID)
+		for _, s := range append(r.Warnings, r.HookErrors...) {
+			fmt.Fprintf(w, "  warning       %s\n", s)
+		}
+	case orchestrator.StateRolledBack:
+		fmt.Fprintf(w, "rolled back: %s stays on %s, the copies on %s were removed (migration id %s)\n", r.VM, r.Source, r.Dest, r.ID)
+	case orchestrator.StateFailed:
+		fmt.Fprintf(w, "cold move %s of %s needs recovery: run `ferry recover`\n", r.ID, r.VM)
+	}
 }
