@@ -1,0 +1,170 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/ferryvm/ferry/orchestrator"
+)
+
+// What ferry migrate --cold prints for humans: progress, plan and result.
+
+// coldPrinter shows a cold move's progress: every message, and the copy's
+// numbers redrawn on a terminal or once a second otherwise.
+type coldPrinter struct {
+	mu       sync.Mutex
+	w        io.Writer
+	tty      bool
+	lastLine time.Time
+	width    int
+}
+
+func (p *coldPrinter) update(pr orchestrator.ColdProgress) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	head := fmt.Sprintf("[%d %-13s] %7s", int(pr.Stage), pr.StageName, dur(time.Duration(pr.ElapsedMS)*time.Millisecond))
+	if pr.Message != "" {
+		if p.tty && p.width > 0 {
+			fmt.Fprintf(p.w, "\r%s\r", strings.Repeat(" ", p.width))
+			p.width = 0
+		}
+		fmt.Fprintf(p.w, "%s  %s\n", head, pr.Message)
+		return
+	}
+	if pr.TotalBytes == 0 {
+		return
+	}
+	pct := 100 * float64(pr.MovePositionBytes) / float64(max(pr.MoveTotalBytes, 1))
+	line := fmt.Sprintf("%s  %5.1f%%  %d/%d %s  %s sent  %s  ETA %s", head, pct, pr.Index+1, pr.Count, pr.Artifact,
+		bytesIEC(uint64(pr.MoveSentBytes)), rate(pr.RateBytesPerSec), dur(time.Duration(pr.ETAMS)*time.Millisecond))
+	if p.tty {
+		pad := ""
+		if n := p.width - len(line); n > 0 {
+			pad = strings.Repeat(" ", n)
+		}
+		fmt.Fprintf(p.w, "\r%s%s", line, pad)
+		p.width = len(line)
+		return
+	}
+	if time.Since(p.lastLine) >= time.Second {
+		fmt.Fprintln(p.w, line)
+		p.lastLine = time.Now()
+	}
+}
+
+func (p *coldPrinter) finish() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty && p.width > 0 {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func printColdPlan(w io.Writer, r *orchestrator.ColdResult) {
+	p := r.Plan
+	how := "sparse streams"
+	if !p.Sparse {
+		how = p.SparseNote
+	}
+	fmt.Fprintf(w, "cold move plan for %s: %s -> %s (%s)\n", r.VM, r.Source, r.Dest, how)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  ARTIFACT\tFORMAT\tVIRTUAL\tALLOCATED\tFILE\tTO MOVE\tSOURCE\tDESTINATION")
+	for _, a := range p.Artifacts {
+		dst := a.DstPath
+		if a.DstPool != "" {
+			dst += " (pool " + a.DstPool + ")"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name(), a.Format, bytesIEC(a.CapacityBytes), bytesIEC(a.AllocatedBytes),
+			bytesIEC(a.PhysicalBytes), bytesIEC(a.WireBytes(p.Sparse)), a.SrcPath, dst)
+	}
+	tw.Flush()
+	for _, a := range p.Artifacts {
+		if a.Note != "" {
+			fmt.Fprintf(w, "  note: %s: %s\n", a.Name(), a.Note)
+		}
+	}
+	fmt.Fprintf(w, "  bytes to move     %s (files: %s)\n", bytesIEC(p.BytesToMove), bytesIEC(p.TotalBytes))
+	for _, ps := range p.Pools {
+		mark := "ok"
+		if !ps.Enough {
+			mark = "NOT ENOUGH"
+		}
+		if ps.New {
+			fmt.Fprintf(w, "  destination space %s: needs %s, no pool there yet (created when copying)\n", ps.Path, bytesIEC(ps.NeedBytes))
+			continue
+		}
+		fmt.Fprintf(w, "  destination space %s (%s): needs %s, %s free: %s\n", ps.Pool, ps.Path, bytesIEC(ps.NeedBytes), bytesIEC(ps.AvailableBytes), mark)
+	}
+	for _, pr := range p.Problems {
+		fmt.Fprintf(w, "  problem: %s\n", pr)
+	}
+}
+
+func printColdResult(w io.Writer, r *orchestrator.ColdResult) {
+	if r == nil {
+		return
+	}
+	if r.PlanOnly || (r.State == orchestrator.StateRefused && r.Plan != nil) {
+		if r.Plan != nil {
+			printColdPlan(w, r)
+		}
+		for _, ch := range r.Checks {
+			mark := "ok  "
+			if !ch.OK {
+				mark = "FAIL"
+			}
+			fmt.Fprintf(w, "  %s %-22s %s\n", mark, ch.Name, ch.Detail)
+		}
+		if r.State == "plan" {
+			fmt.Fprintf(w, "plan only: nothing was changed\n")
+		}
+		return
+	}
+	switch r.State {
+	case orchestrator.StateCompleted:
+		fmt.Fprintf(w, "moved %s cold: %s -> %s\n", r.VM, r.Source, r.Dest)
+		fmt.Fprintf(w, "  total time    %s\n", dur(time.Duration(r.TotalMS)*time.Millisecond))
+		if r.Plan != nil {
+			how := "sparse"
+			if !r.Plan.Sparse {
+				how = r.Plan.SparseNote
+			}
+			fmt.Fprintf(w, "  data sent     %s (%s) for %s of files\n", bytesIEC(uint64(r.SentBytes)), how, bytesIEC(r.Plan.TotalBytes))
+		}
+		if r.ResumedFrom != "" {
+			fmt.Fprintf(w, "  resumed       %s\n", r.ResumedFrom)
+		}
+		if r.Shutdown != "" {
+			fmt.Fprintf(w, "  shutdown      %s\n", r.Shutdown)
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, a := range r.Artifacts {
+			state := a.State
+			if a.Skipped {
+				state += " (skipped: copied by the interrupted run)"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", a.Name(), bytesIEC(uint64(a.SentBytes)), a.Checksum, a.DstPath, state)
+		}
+		tw.Flush()
+		if r.KeepSource {
+			fmt.Fprintf(w, "  source        definition removed, files kept (--keep-source)\n")
+		} else {
+			fmt.Fprintf(w, "  source        definition and files removed\n")
+		}
+		if r.Started {
+			fmt.Fprintf(w, "  started       on %s\n", r.Dest)
+		}
+		fmt.Fprintf(w, "  migration id  %s\n", r.ID)
+		for _, s := range append(r.Warnings, r.HookErrors...) {
+			fmt.Fprintf(w, "  warning       %s\n", s)
+		}
+	case orchestrator.StateRolledBack:
+		fmt.Fprintf(w, "rolled back: %s stays on %s, the copies on %s were removed (migration id %s)\n", r.VM, r.Source, r.Dest, r.ID)
+	case orchestrator.StateFailed:
+		fmt.Fprintf(w, "cold move %s of %s needs recovery: run `ferry recover`\n", r.ID, r.VM)
+	}
+}
