@@ -72,6 +72,7 @@ Exit codes: 0 success, 1 error, 2 bad input or refused (nothing changed),
 	f.StringVar(&a.opts.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(newMigrateCmd(a), newHostsCmd(a), newVMsCmd(a), newHistoryCmd(a), newShowCmd(a), newRecoverCmd(a))
 	root.AddCommand(newSLACmd(a))
+	root.AddCommand(newPlaceCmd(a))
 	return root
 }
 
