@@ -477,13 +477,10 @@ func (m *migration) reserve(ctx context.Context) error {
 		return m.check("distinct-hosts", refuse(ErrSameHost, nil, "%s and %s are the same libvirt host (host UUID %s): nothing to migrate", m.src.Name, m.dst.Name, dstID.UUID), "")
 	}
 	_ = m.check("distinct-hosts", nil, "host UUIDs differ")
-	for _, key := range []string{m.info.Name, m.info.UUID} {
-		if d, err := conn.LookupDomain(key); err == nil {
-			di, _ := d.Info()
-			return m.check("no-name-clash", refuse(ErrNameClash, nil, "destination %s already has a domain %q (UUID %s, %s); undefine it there or rename the VM", m.dst.Name, di.Name, di.UUID, di.State), "")
-		} else if !errors.Is(err, virt.ErrNotFound) {
-			return refuse(ErrUnreachable, err, "destination %s: %v", m.dst.Name, err)
-		}
+	if di, err := findClash(conn, m.info); err != nil {
+		return refuse(ErrUnreachable, err, "destination %s: %v", m.dst.Name, err)
+	} else if di != nil {
+		return m.check("no-name-clash", refuse(ErrNameClash, nil, "destination %s already has a domain %q (UUID %s, %s); undefine it there or rename the VM", m.dst.Name, di.Name, di.UUID, di.State), "")
 	}
 	_ = m.check("no-name-clash", nil, "no domain with that name or UUID")
 	capa, err := conn.Capacity()
@@ -551,4 +548,20 @@ func (c *Controller) Refuse(ctx context.Context, req Request, reason error) erro
 		return errors.Join(err, jerr)
 	}
 	return err
+}
+
+// findClash returns the domain on h that has the VM's name or UUID, if any.
+func findClash(h virt.Host, vm virt.DomainInfo) (*virt.DomainInfo, error) {
+	for _, key := range []string{vm.Name, vm.UUID} {
+		d, err := h.LookupDomain(key)
+		if errors.Is(err, virt.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		di, _ := d.Info()
+		return &di, nil
+	}
+	return nil, nil
 }

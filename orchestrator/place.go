@@ -61,15 +61,10 @@ func (c *Controller) Place(ctx context.Context, vm string, opt PlaceOptions) (*P
 	c.forHosts(ctx, hosts, func(h HostEntry, conn virt.Host, err error) {
 		cand := c.candidate(ctx, h, conn, err, spec, m.src, srcID)
 		if cand.Reachable && !cand.IsSource {
-			for _, key := range []string{m.info.Name, m.info.UUID} {
-				if d, lerr := conn.LookupDomain(key); lerr == nil {
-					di, _ := d.Info()
-					cand.Clash = fmt.Sprintf("a domain %q (UUID %s, %s) is already defined there", di.Name, di.UUID, di.State)
-					break
-				} else if !errors.Is(lerr, virt.ErrNotFound) {
-					cand.Reachable, cand.Error = false, lerr.Error()
-					break
-				}
+			if di, lerr := findClash(conn, m.info); lerr != nil {
+				cand.Reachable, cand.Error = false, lerr.Error()
+			} else if di != nil {
+				cand.Clash = fmt.Sprintf("a domain %q (UUID %s, %s) is already defined there", di.Name, di.UUID, di.State)
 			}
 		}
 		if mk, ok := inMaint[h.Name]; ok {
