@@ -188,14 +188,15 @@ func (p Policy) jobFor(pl Plan) Job {
 
 // throttleFor is the first throttle step: the policy's floor, raised to the
 // step (a multiple of 10 %) that brings dirty rate d down to half of bandwidth
-// b, so each round at least halves what is left. QEMU raises the throttle only
+// b, so each round at least halves what is left (auto-converge is chosen when
+// the copy would not converge, even if the measured d reads below b). QEMU raises the throttle only
 // every second unproductive sync, so a step that merely matches the link (or
 // 20 % against a guest dirtying twice its speed) leaves it ramping for a
 // minute or more; and QEMU's sampled dirty rate tends to read low (56 MiB/s
 // measured for a guest writing 78 MiB/s in the lab).
 func throttleFor(p Policy, d, b int64) int {
 	initial := p.ThrottleInitialPct
-	if d > b && b > 0 {
+	if 2*d > b && b > 0 {
 		need := int(math.Ceil((1-float64(b)/(2*float64(d)))*10)) * 10
 		initial = max(initial, need)
 	}

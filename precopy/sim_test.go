@@ -263,3 +263,22 @@ func TestPlanPrefersPostcopyOverCrawl(t *testing.T) {
 		t.Fatalf("calm guest: strategy %s", calm.Strategy)
 	}
 }
+
+// The first throttle step aims the dirty rate at half the link, also when the
+// measured rate reads just below the link.
+func TestThrottleFor(t *testing.T) {
+	p := DefaultPolicy()
+	for _, tc := range []struct {
+		d, b int64
+		want int
+	}{
+		{76 * 1000 * 1000, 40 * MiB, 80},
+		{37 * MiB, 40 * MiB, 50},
+		{15 * MiB, 40 * MiB, 20}, // below B/2: the policy's floor
+		{400 * MiB, 40 * MiB, 99},
+	} {
+		if got := throttleFor(p, tc.d, tc.b); got != tc.want {
+			t.Errorf("throttleFor(%d, %d) = %d, want %d", tc.d, tc.b, got, tc.want)
+		}
+	}
+}
