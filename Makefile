@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
-LAB_ROOT ?= /var/lib/ferry-lab
+LAB_ROOT ?= $(or $(FERRY_LAB_ROOT),/var/lib/ferry-lab)
 LAB_HOSTS ?= 2
 export FERRY_LAB_ROOT := $(LAB_ROOT)
 
