@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -157,9 +158,9 @@ func (o *migrateOptions) validate() error {
 	if err != nil {
 		return err
 	}
-	bw, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(o.bandwidth), "MiB/s"), 10, 64)
+	bw, err := parseBandwidth(o.bandwidth)
 	if err != nil {
-		return usagef("--bandwidth %q: give a whole number of MiB/s, e.g. 100", o.bandwidth)
+		return err
 	}
 	ceil, err := parseDuration("--max-downtime-ceiling", o.ceiling)
 	if err != nil {
@@ -212,14 +213,7 @@ func (o *migrateOptions) run(cmd *cobra.Command, a *app, c *orchestrator.Control
 	if pr != nil {
 		pr.finish()
 	}
-	if a.json() {
-		if jerr := writeJSON(out, res); jerr != nil {
-			return jerr
-		}
-		return err
-	}
-	printResult(out, res)
-	return err
+	return report(out, a, res, err, printResult)
 }
 
 func (o *migrateOptions) validateCold() error {
@@ -235,9 +229,9 @@ func (o *migrateOptions) validateCold() error {
 	if err != nil {
 		return err
 	}
-	bw, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(o.bandwidth), "MiB/s"), 10, 64)
+	bw, err := parseBandwidth(o.bandwidth)
 	if err != nil {
-		return usagef("--bandwidth %q: give a whole number of MiB/s, e.g. 100", o.bandwidth)
+		return err
 	}
 	if o.toPool != "" && !orchestrator.ValidName(o.toPool) {
 		return usagef("--to-pool %q is not a valid pool name", o.toPool)
@@ -258,12 +252,26 @@ func (o *migrateOptions) runCold(cmd *cobra.Command, a *app, c *orchestrator.Con
 	if pr != nil {
 		pr.finish()
 	}
+	return report(out, a, res, err, printColdResult)
+}
+
+// report writes a migration's result as JSON or for humans; err, the
+// migration's own outcome, is what the command returns.
+func report[R any](out io.Writer, a *app, res R, err error, print func(io.Writer, R)) error {
 	if a.json() {
 		if jerr := writeJSON(out, res); jerr != nil {
 			return jerr
 		}
 		return err
 	}
-	printColdResult(out, res)
+	print(out, res)
 	return err
+}
+
+func parseBandwidth(v string) (uint64, error) {
+	bw, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), "MiB/s"), 10, 64)
+	if err != nil {
+		return 0, usagef("--bandwidth %q: give a whole number of MiB/s, e.g. 100", v)
+	}
+	return bw, nil
 }
