@@ -125,6 +125,7 @@ func (j *Journal) Artifacts(ctx context.Context, id string) ([]coldmove.Artifact
 
 // ColdRequest is one cold move.
 type ColdRequest struct {
+	ID     string // empty: a new UUID
 	VM     string
 	From   string // empty: search the inventory
 	To     string
@@ -201,7 +202,10 @@ func (c *Controller) MigrateCold(ctx context.Context, req ColdRequest) (*ColdRes
 	if req.ShutdownTimeout == 0 {
 		req.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	id := uuid.NewString()
+	id := req.ID
+	if id == "" {
+		id = uuid.NewString()
+	}
 	res := &ColdResult{ID: id, Kind: "cold", VM: req.VM, StartedAt: c.now(), PlanOnly: req.PlanOnly, KeepSource: req.KeepSource}
 	m := &migration{c: c, req: Request{VM: req.VM, From: req.From, To: req.To, DryRun: req.PlanOnly},
 		res: &Result{ID: id, VM: req.VM, Started: res.StartedAt, DryRun: req.PlanOnly},

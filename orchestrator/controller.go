@@ -64,6 +64,9 @@ type Controller struct {
 
 // Request is one live migration.
 type Request struct {
+	// ID names the migration; empty: a new UUID (ferry serve sets it to
+	// answer before the move ends).
+	ID             string
 	VM             string
 	From           string // inventory name or URI; empty: search the inventory
 	To             string // inventory name or URI
@@ -205,7 +208,10 @@ func (c *Controller) Migrate(ctx context.Context, req Request) (*Result, error) 
 	if req.MaxDowntime == 0 {
 		req.MaxDowntime = DefaultMaxDowntime
 	}
-	id := uuid.NewString()
+	id := req.ID
+	if id == "" {
+		id = uuid.NewString()
+	}
 	if req.PlanOnly {
 		req.DryRun = true
 	}
