@@ -140,7 +140,10 @@ type ColdRequest struct {
 	ShutdownTimeout time.Duration
 	Force           bool
 	BandwidthMiBps  uint64 // cap on the copy's data rate; 0: none
-	Progress        func(ColdProgress)
+	// Limits and WaitForSlot as in Request.
+	Limits      Limits
+	WaitForSlot bool
+	Progress    func(ColdProgress)
 }
 
 // ColdProgress is a cold move's progress.
@@ -435,6 +438,11 @@ func (cm *cold) reserveCold(ctx context.Context, xml string) error {
 	_ = cm.check("storage", nil, strings.Join(parts, "; "))
 	// One reservation per migration: the pool taking the disks (the first
 	// pool of the plan); the others were checked above.
+	if !cm.creq.PlanOnly {
+		if err := cm.acquireSlot(ctx, srcID.UUID, dstID.UUID, cm.creq.Limits, cm.creq.WaitForSlot); err != nil {
+			return cm.check("limits", err, "")
+		}
+	}
 	if len(plan.Pools) > 0 {
 		p := plan.Pools[0]
 		key := "storage:" + dstID.UUID + ":" + p.Path

@@ -60,6 +60,9 @@ type Controller struct {
 	HookTimeout time.Duration
 	Events      EventSink
 	DialTimeout time.Duration
+	// Limits bound concurrent moves per host for every migration this
+	// controller starts (a request's own non-zero limits win).
+	Limits Limits
 }
 
 // Request is one live migration.
@@ -83,6 +86,11 @@ type Request struct {
 	AllowPostcopy     bool
 	CompletionTimeout time.Duration
 	OnTimeout         string // abort, postcopy or pause
+	// Limits on concurrent moves per host (zero fields: the controller's).
+	Limits Limits
+	// WaitForSlot waits for a free slot when a limit is reached instead of
+	// refusing with ErrLimit.
+	WaitForSlot bool
 	// Progress, when set, is called from the migration goroutine.
 	Progress func(Progress)
 }
@@ -284,6 +292,10 @@ func (m *migration) refused(ctx context.Context, err error) (*Result, error) {
 	m.res.State, m.res.Error, m.res.Finished = StateRefused, err.Error(), m.c.now()
 	m.log.WithError(err).Info("migration refused")
 	if m.journaled {
+		// A refusal after the reservation (say, while planning) frees it.
+		if jerr := m.c.Journal.Release(context.WithoutCancel(ctx), m.rec.ID); jerr != nil {
+			m.log.WithError(jerr).Error("journal")
+		}
 		cols := map[string]any{"vm_uuid": m.info.UUID, "src_name": m.src.Name, "src_uri": m.src.URI, "dst_name": m.dst.Name, "dst_uri": m.dst.URI}
 		if jerr := m.c.Journal.Finish(context.WithoutCancel(ctx), m.rec.ID, StateRefused, err.Error(), cols); jerr != nil {
 			m.log.WithError(jerr).Error("journal")
@@ -505,6 +517,11 @@ func (m *migration) reserve(ctx context.Context) error {
 	} else {
 		_ = m.check("cpu-compatible", nil, "guest CPU runs on the destination")
 	}
+	if !m.req.DryRun {
+		if err := m.acquireSlot(ctx, srcID.UUID, dstID.UUID, m.req.Limits, m.req.WaitForSlot); err != nil {
+			return m.check("limits", err, "")
+		}
+	}
 	var avail uint64
 	if capa.FreeMemoryBytes > m.dst.ReservedBytes() {
 		avail = capa.FreeMemoryBytes - m.dst.ReservedBytes()
@@ -533,6 +550,33 @@ func (m *migration) reserve(ctx context.Context) error {
 	}
 	m.progress(Progress{Stage: StageReservation, Message: fmt.Sprintf("%s reserved on %s", mib(need), m.dst.Name)})
 	return nil
+}
+
+// slotPoll is how often a migration waiting for a move slot asks again.
+const slotPoll = 500 * time.Millisecond
+
+// acquireSlot takes the move slot src→dst within the limits (merged with
+// the controller's), waiting for one when wait is set.
+func (m *migration) acquireSlot(ctx context.Context, srcKey, dstKey string, lim Limits, wait bool) error {
+	if lim.MaxIncoming == 0 {
+		lim.MaxIncoming = m.c.Limits.MaxIncoming
+	}
+	if lim.MaxOutgoing == 0 {
+		lim.MaxOutgoing = m.c.Limits.MaxOutgoing
+	}
+	src, dst := SlotHost{Key: srcKey, Name: m.src.Name}, SlotHost{Key: dstKey, Name: m.dst.Name}
+	for {
+		err := m.c.Journal.AcquireSlot(ctx, m.rec.ID, src, dst, lim)
+		if err == nil || !wait || !errors.Is(err, ErrLimit) {
+			return err
+		}
+		m.progress(Progress{Stage: StageReservation, Message: "waiting for a move slot: " + err.Error()})
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("gave up waiting for a move slot: %w", err)
+		case <-time.After(slotPoll):
+		}
+	}
 }
 
 func sub(a, b uint64) uint64 {

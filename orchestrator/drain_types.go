@@ -45,7 +45,8 @@ type DrainRequest struct {
 	Order       string
 	RunningOnly bool
 	DryRun      bool
-	// Retries after a failed move, waiting Backoff, doubled each time.
+	// Retries after a failed move (0: none; the CLI defaults to
+	// DefaultDrainRetries), waiting Backoff, doubled each time.
 	Retries int
 	Backoff time.Duration
 	// Targets restricts destinations to these inventory hosts (default: all others).

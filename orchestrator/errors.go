@@ -18,6 +18,8 @@ var (
 	ErrCPUIncompatible    = errors.New("destination CPU incompatible")
 	ErrUnreachable        = errors.New("host unreachable")
 	ErrBusy               = errors.New("VM already being migrated")
+	// ErrLimit: a host's limit of concurrent moves is reached; try later.
+	ErrLimit = errors.New("concurrent move limit reached")
 )
 
 // Outcomes after something was attempted.

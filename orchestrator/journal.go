@@ -121,6 +121,16 @@ CREATE TABLE IF NOT EXISTS reservations (
 	released_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS reservations_open ON reservations(host_key, released_at);
+CREATE TABLE IF NOT EXISTS move_slots (
+	migration_id TEXT PRIMARY KEY,
+	src_key TEXT NOT NULL,
+	src_name TEXT NOT NULL,
+	dst_key TEXT NOT NULL,
+	dst_name TEXT NOT NULL,
+	created_at INTEGER NOT NULL,
+	released_at INTEGER
+);
+CREATE INDEX IF NOT EXISTS move_slots_open ON move_slots(released_at);
 `
 
 var stageColumns = [...]string{"t_premigration", "t_reservation", "t_precopy", "t_stopcopy", "t_commitment", "t_activation"}
@@ -365,13 +375,70 @@ func (j *Journal) Reserve(ctx context.Context, migrationID, hostKey, hostName st
 	return tx.Commit()
 }
 
-// Release frees a migration's reservation (idempotent).
+// Release frees a migration's reservations and its move slot (idempotent).
 func (j *Journal) Release(ctx context.Context, migrationID string) error {
-	_, err := j.db.ExecContext(ctx, "UPDATE reservations SET released_at = ? WHERE migration_id = ? AND released_at IS NULL", ms(j.now()), migrationID)
-	if err != nil {
+	now := ms(j.now())
+	if _, err := j.db.ExecContext(ctx, "UPDATE reservations SET released_at = ? WHERE migration_id = ? AND released_at IS NULL", now, migrationID); err != nil {
 		return fmt.Errorf("release reservation: %w", err)
 	}
+	if _, err := j.db.ExecContext(ctx, "UPDATE move_slots SET released_at = ? WHERE migration_id = ? AND released_at IS NULL", now, migrationID); err != nil {
+		return fmt.Errorf("release move slot: %w", err)
+	}
 	return nil
+}
+
+// Limits bound the moves in flight per host, across every ferry process
+// sharing the state database; 0 means no limit.
+type Limits struct {
+	MaxIncoming int `yaml:"max_incoming,omitempty" json:"max_incoming,omitempty"`
+	MaxOutgoing int `yaml:"max_outgoing,omitempty" json:"max_outgoing,omitempty"`
+}
+
+// SlotHost names a host in the slot ledger: its libvirt host UUID (so two
+// names of one host count together) and a name for messages.
+type SlotHost struct{ Key, Name string }
+
+// AcquireSlot takes a move slot from src to dst if the limits allow: the
+// counts and the insert run in one write transaction, so concurrent ferry
+// processes cannot overshoot. Otherwise it refuses with ErrLimit.
+func (j *Journal) AcquireSlot(ctx context.Context, migrationID string, src, dst SlotHost, lim Limits) error {
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("move slot: %w", err)
+	}
+	defer tx.Rollback()
+	check := func(col string, h SlotHost, max int, dir string) error {
+		if max <= 0 {
+			return nil
+		}
+		var n int
+		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM move_slots WHERE "+col+" = ? AND released_at IS NULL", h.Key).Scan(&n); err != nil {
+			return fmt.Errorf("move slot: %w", err)
+		}
+		if n >= max {
+			return refuse(ErrLimit, nil, "%s already has %d %s move(s) in flight (limit %d)", h.Name, n, dir, max)
+		}
+		return nil
+	}
+	if err := check("dst_key", dst, lim.MaxIncoming, "incoming"); err != nil {
+		return err
+	}
+	if err := check("src_key", src, lim.MaxOutgoing, "outgoing"); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO move_slots (migration_id, src_key, src_name, dst_key, dst_name, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+		migrationID, src.Key, src.Name, dst.Key, dst.Name, ms(j.now())); err != nil {
+		return fmt.Errorf("move slot: %w", err)
+	}
+	return tx.Commit()
+}
+
+// InFlight counts the open move slots into (incoming) and out of (outgoing)
+// a host, by host key.
+func (j *Journal) InFlight(ctx context.Context, key string) (incoming, outgoing int, err error) {
+	err = j.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(dst_key = ?), 0), COALESCE(SUM(src_key = ?), 0)
+		FROM move_slots WHERE released_at IS NULL`, key, key).Scan(&incoming, &outgoing)
+	return incoming, outgoing, err
 }
 
 // Reserved sums the open reservations on a host.

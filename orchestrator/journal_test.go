@@ -74,3 +74,57 @@ func TestReleaseFreesMemory(t *testing.T) {
 		t.Fatalf("after release: %v", err)
 	}
 }
+
+// Move slots hold across processes: four connections race for a host with
+// max_incoming 2; exactly two win, and a release lets the next one in.
+func TestAcquireSlotAcrossConnections(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ferry.db")
+	var journals []*Journal
+	for i := 0; i < 4; i++ {
+		journals = append(journals, openTestJournal(t, path))
+	}
+	ctx := context.Background()
+	lim := Limits{MaxIncoming: 2}
+	dst := SlotHost{Key: "uuid-b", Name: "host-b"}
+	var wg sync.WaitGroup
+	errs := make([]error, len(journals))
+	for i := range journals {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			src := SlotHost{Key: fmt.Sprintf("uuid-src-%d", i), Name: fmt.Sprintf("src-%d", i)}
+			errs[i] = journals[i].AcquireSlot(ctx, fmt.Sprintf("m-%d", i), src, dst, lim)
+		}()
+	}
+	wg.Wait()
+	var won []int
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			won = append(won, i)
+		case !errors.Is(err, ErrLimit) || !errors.Is(err, ErrRefused):
+			t.Fatalf("unexpected error %v", err)
+		}
+	}
+	if len(won) != 2 {
+		t.Fatalf("%d slots granted, want 2 (%v)", len(won), errs)
+	}
+	if in, _, err := journals[0].InFlight(ctx, "uuid-b"); err != nil || in != 2 {
+		t.Fatalf("InFlight = %d, %v", in, err)
+	}
+	if err := journals[0].Release(ctx, fmt.Sprintf("m-%d", won[0])); err != nil {
+		t.Fatal(err)
+	}
+	if err := journals[1].AcquireSlot(ctx, "m-late", SlotHost{Key: "x", Name: "x"}, dst, lim); err != nil {
+		t.Fatalf("after a release: %v", err)
+	}
+	// Outgoing limit, per source.
+	src := SlotHost{Key: "uuid-a", Name: "host-a"}
+	if err := journals[2].AcquireSlot(ctx, "o-1", src, SlotHost{Key: "c1", Name: "c1"}, Limits{MaxOutgoing: 1}); err != nil {
+		t.Fatal(err)
+	}
+	err := journals[3].AcquireSlot(ctx, "o-2", src, SlotHost{Key: "c2", Name: "c2"}, Limits{MaxOutgoing: 1})
+	if !errors.Is(err, ErrLimit) || err.Error() == "" {
+		t.Fatalf("second outgoing slot: %v", err)
+	}
+}

@@ -67,6 +67,10 @@ type Candidate struct {
 	// Clash describes a domain with the VM's name or UUID already defined
 	// on the host (a stale copy): the move would be refused there.
 	Clash string `json:"clash,omitempty"`
+	// Incoming counts moves in flight into the host; at MaxIncoming (> 0)
+	// the host fits but is busy for now.
+	Incoming    int `json:"incoming,omitempty"`
+	MaxIncoming int `json:"max_incoming,omitempty"`
 }
 
 // AvailableBytes is what a guest may use on the host: free memory minus the
@@ -83,7 +87,9 @@ type Verdict struct {
 	Rank           int    `json:"rank,omitempty"` // 1 = best among those that fit
 	AvailableBytes uint64 `json:"available_bytes"`
 	PreferMatches  int    `json:"prefer_matches,omitempty"`
-	Reason         string `json:"reason"`
+	// Busy: the host would fit but has its limit of moves in flight.
+	Busy   bool   `json:"busy,omitempty"`
+	Reason string `json:"reason"`
 }
 
 // Placement is the decision and its explanation.
@@ -123,6 +129,7 @@ func Place(need VMNeeds, cands []Candidate, opt PlaceOptions) Placement {
 		v := Verdict{Host: c.Name, AvailableBytes: c.AvailableBytes(), PreferMatches: matches(c.Labels, opt.Prefer)}
 		if reason := reject(need, c, opt); reason != "" {
 			v.Reason = reason
+			v.Busy = strings.HasPrefix(reason, busyPrefix)
 			rejected = append(rejected, v)
 			continue
 		}
@@ -212,7 +219,27 @@ func reject(need VMNeeds, c Candidate, opt PlaceOptions) string {
 		return fmt.Sprintf("not enough memory: VM needs %s, %s available (%s free - %s host reserve - %s held by migrations in flight)",
 			mib(need.MemoryBytes), mib(avail), mib(c.FreeMemoryBytes), mib(c.HostReserveBytes), mib(c.ReservedBytes))
 	}
+	// Last, so a busy host is one that fits once its moves finish.
+	if c.MaxIncoming > 0 && c.Incoming >= c.MaxIncoming {
+		return fmt.Sprintf("%s%d move(s) in flight into it (limit %d)", busyPrefix, c.Incoming, c.MaxIncoming)
+	}
 	return ""
+}
+
+const busyPrefix = "busy: "
+
+// OnlyBusy reports whether no host fits now but some would once their
+// moves in flight finish: the caller should wait rather than give up.
+func (p *Placement) OnlyBusy() bool {
+	if p.Host != "" {
+		return false
+	}
+	for _, v := range p.Verdicts {
+		if v.Busy {
+			return true
+		}
+	}
+	return false
 }
 
 func matches(labels map[string]string, want []Label) int {

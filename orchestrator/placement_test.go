@@ -128,6 +128,23 @@ func TestPlace(t *testing.T) {
 			reject: map[string]string{"r2": "not enough memory"},
 		},
 		{
+			name: "host at its incoming limit is busy, the other chosen",
+			cands: []Candidate{
+				with(host("h1", 32), func(c *Candidate) { c.Incoming, c.MaxIncoming = 1, 1 }),
+				with(host("h2", 4), func(c *Candidate) { c.Incoming, c.MaxIncoming = 0, 1 }),
+			},
+			want:   "h2",
+			reject: map[string]string{"h1": "busy: 1 move(s) in flight into it (limit 1)"},
+		},
+		{
+			name: "a host that cannot fit is not called busy",
+			cands: []Candidate{
+				with(host("h1", 1), func(c *Candidate) { c.Incoming, c.MaxIncoming = 1, 1 }),
+			},
+			want:   "",
+			reject: map[string]string{"h1": "not enough memory"},
+		},
+		{
 			name: "nothing fits",
 			cands: []Candidate{
 				with(host("a", 32), func(c *Candidate) { c.IsSource = true }),
@@ -197,5 +214,28 @@ func TestParseLabel(t *testing.T) {
 		if _, err := ParseLabel(bad); !errors.Is(err, ErrInvalidRequest) {
 			t.Errorf("ParseLabel(%q) = %v", bad, err)
 		}
+	}
+}
+
+func TestPlacementOnlyBusy(t *testing.T) {
+	vm := VMNeeds{Name: "v", MemoryBytes: gib, VCPUs: 1}
+	busy := func(c *Candidate) { c.Incoming, c.MaxIncoming = 2, 2 }
+	tests := []struct {
+		name  string
+		cands []Candidate
+		want  bool
+	}{
+		{"one fits now", []Candidate{host("a", 4), with(host("b", 4), busy)}, false},
+		{"all fitting hosts busy", []Candidate{with(host("a", 4), busy), with(host("b", 4), busy)}, true},
+		{"busy one plus one too small", []Candidate{with(host("a", 4), busy), host("b", 1)}, true},
+		{"none would ever fit", []Candidate{host("a", 1), with(host("b", 1), busy)}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := Place(vm, tt.cands, PlaceOptions{})
+			if got := p.OnlyBusy(); got != tt.want {
+				t.Fatalf("OnlyBusy = %v, want %v (%s)", got, tt.want, p.Reason)
+			}
+		})
 	}
 }
