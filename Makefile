@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin
 GO ?= go
 LAB_ROOT ?= $(or $(FERRY_LAB_ROOT),/var/lib/ferry-lab)
-LAB_HOSTS ?= 2
+LAB_HOSTS ?= 3
 export FERRY_LAB_ROOT := $(LAB_ROOT)
 
 .PHONY: all build deps lab-up lab-down unit e2e test demo bench lint clean

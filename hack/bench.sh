@@ -9,7 +9,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
 export PATH=$PATH:/usr/local/go/bin
 start=$SECONDS
-bash "$HERE/lab-up.sh" "${FERRY_LAB_HOSTS:-2}"
+bash "$HERE/lab-up.sh" "${FERRY_LAB_HOSTS:-3}"
 bash "$HERE/bench-precopy.sh"
 bash "$HERE/bench-cold.sh" # cold row: one sparse disk moved by ferry --cold vs virsh vol-download/vol-upload
 (cd "$REPO" && go test -run '^$' -bench . -benchmem ./...)

@@ -21,6 +21,8 @@ type HostStatus struct {
 	VMsDefined      int    `json:"vms_defined"`
 	LibvirtVersion  string `json:"libvirt_version,omitempty"`
 	QEMUVersion     string `json:"qemu_version,omitempty"`
+	// Maintenance is set while the host is drained / in maintenance.
+	Maintenance *MaintenanceMark `json:"maintenance,omitempty"`
 }
 
 // VMStatus is one domain on one host.
@@ -86,6 +88,21 @@ func (c *Controller) Hosts(ctx context.Context, names []string) ([]HostStatus, e
 		out[idx[h.Name]] = st
 		mu.Unlock()
 	})
+	if c.Journal != nil {
+		m, err := c.Maintenance(ctx)
+		if err != nil {
+			return nil, err
+		}
+		marks, err := m.List(ctx)
+		if err != nil {
+			return nil, err
+		}
+		for _, mk := range marks {
+			if i, ok := idx[mk.Host]; ok {
+				out[i].Maintenance = &mk
+			}
+		}
+	}
 	return out, nil
 }
 

@@ -3,6 +3,7 @@ package orchestrator
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -86,4 +87,12 @@ func (m *Maintenance) List(ctx context.Context) ([]MaintenanceMark, error) {
 		out = append(out, mk)
 	}
 	return out, rows.Err()
+}
+
+// Maintenance opens the maintenance marks of the controller's state database.
+func (c *Controller) Maintenance(ctx context.Context) (*Maintenance, error) {
+	if c.Journal == nil {
+		return nil, errors.New("maintenance: the controller has no journal")
+	}
+	return OpenMaintenance(ctx, c.Journal.db)
 }

@@ -5,6 +5,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ferryvm/ferry/orchestrator"
 )
 
 type hostsOptions struct{ names []string }
@@ -31,17 +33,17 @@ func newHostsCmd(a *app) *cobra.Command {
 				return writeJSON(out, hosts)
 			}
 			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "HOST\tURI\tREACHABLE\tMEMORY FREE/TOTAL\tRESERVED\tCPUS\tVMS RUNNING/DEFINED\tLIBVIRT\tQEMU")
+			fmt.Fprintln(tw, "HOST\tURI\tREACHABLE\tMEMORY FREE/TOTAL\tRESERVED\tCPUS\tVMS RUNNING/DEFINED\tLIBVIRT\tQEMU\tMAINTENANCE")
 			down := 0
 			for _, h := range hosts {
 				if !h.Reachable {
 					down++
-					fmt.Fprintf(tw, "%s\t%s\tno: %s\t-\t-\t-\t-\t-\t-\n", h.Name, h.URI, h.Error)
+					fmt.Fprintf(tw, "%s\t%s\tno: %s\t-\t-\t-\t-\t-\t-\t%s\n", h.Name, h.URI, h.Error, maintText(h.Maintenance))
 					continue
 				}
-				fmt.Fprintf(tw, "%s\t%s\tyes\t%s / %s\t%s\t%d\t%d/%d\t%s\t%s\n", h.Name, h.URI,
+				fmt.Fprintf(tw, "%s\t%s\tyes\t%s / %s\t%s\t%d\t%d/%d\t%s\t%s\t%s\n", h.Name, h.URI,
 					bytesIEC(h.FreeMemoryBytes), bytesIEC(h.MemoryBytes), bytesIEC(h.ReservedBytes), h.CPUs,
-					h.VMsRunning, h.VMsDefined, h.LibvirtVersion, h.QEMUVersion)
+					h.VMsRunning, h.VMsDefined, h.LibvirtVersion, h.QEMUVersion, maintText(h.Maintenance))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -52,4 +54,11 @@ func newHostsCmd(a *app) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+func maintText(m *orchestrator.MaintenanceMark) string {
+	if m == nil {
+		return "-"
+	}
+	return "yes (" + firstOf(m.Reason, "since "+m.Since.Local().Format("2006-01-02 15:04")) + ")"
 }

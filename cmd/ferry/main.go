@@ -42,7 +42,7 @@ func exitCode(err error) int {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ue), errors.Is(err, orchestrator.ErrRefused), errors.Is(err, orchestrator.ErrInvalidRequest),
-		errors.Is(err, orchestrator.ErrNoRecord):
+		errors.Is(err, orchestrator.ErrNoRecord), errors.Is(err, orchestrator.ErrUnknownDrain):
 		return exitRefused
 	case errors.Is(err, orchestrator.ErrRolledBack):
 		return exitRolledBack

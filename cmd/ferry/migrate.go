@@ -14,16 +14,11 @@ import (
 type migrateOptions struct {
 	vm          string
 	to, from    string
-	maxDowntime string
-	bandwidth   string
+	live        liveFlags
 	timeout     string
 	copyStorage bool
 	dryRun      bool
 	plan        bool
-	ceiling     string
-	postcopy    bool
-	completion  string
-	onTimeout   string
 
 	// cold path
 	cold            bool
@@ -112,16 +107,11 @@ resumes it, skipping files already copied and verified. A running VM is refused 
 	f := cmd.Flags()
 	f.StringVar(&o.to, "to", "", "destination host: inventory name or libvirt URI (required)")
 	f.StringVar(&o.from, "from", "", "source host (default: the inventory host where the VM runs)")
-	f.StringVar(&o.maxDowntime, "max-downtime", "300ms", "longest pause allowed at switchover")
-	f.StringVar(&o.bandwidth, "bandwidth", "0", "bandwidth cap in MiB/s (0: unlimited)")
+	o.live.register(f, "")
 	f.StringVar(&o.timeout, "timeout", "0", "abort and roll back after this long (0: never), e.g. 10m")
 	f.BoolVar(&o.copyStorage, "copy-storage", false, "also copy the VM's non-shared disks (libvirt --copy-storage-all)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "run every pre-flight check and stop before changing anything")
 	f.BoolVar(&o.plan, "plan", false, "run the checks, measure the guest, print the pre-copy plan and stop")
-	f.StringVar(&o.ceiling, "max-downtime-ceiling", "1s", "highest downtime limit the policy may raise to, and longest pause it may force")
-	f.BoolVar(&o.postcopy, "allow-postcopy", false, "let the policy switch to post-copy (the guest then runs on the destination while pages follow)")
-	f.StringVar(&o.completion, "completion-timeout", "0", "deadline for the copy (0: 150 s per GiB of memory, at least 120 s)")
-	f.StringVar(&o.onTimeout, "on-timeout", "abort", "at the completion deadline: abort, postcopy or pause")
 	f.BoolVar(&o.cold, "cold", false, "move a shut-off VM: disks, NVRAM, logs and definition (with --plan: show the artifacts and stop)")
 	f.StringVar(&o.toPool, "to-pool", "", "--cold: destination storage pool for the disks (default: a pool named like the source disk's, else default)")
 	f.BoolVar(&o.keepSource, "keep-source", false, "--cold: keep the source's files after the move (the source definition is still removed)")
@@ -147,44 +137,17 @@ func (o *migrateOptions) validate() error {
 			return usagef("--%s is for cold moves: add --cold", f)
 		}
 	}
-	md, err := parseDuration("--max-downtime", o.maxDowntime)
+	req, err := o.live.parse()
 	if err != nil {
 		return err
-	}
-	if md <= 0 {
-		return usagef("--max-downtime must be more than 0, got %q", o.maxDowntime)
 	}
 	to, err := parseDuration("--timeout", o.timeout)
 	if err != nil {
 		return err
 	}
-	bw, err := parseBandwidth(o.bandwidth)
-	if err != nil {
-		return err
-	}
-	ceil, err := parseDuration("--max-downtime-ceiling", o.ceiling)
-	if err != nil {
-		return err
-	}
-	if ceil > 0 && ceil < md {
-		return usagef("--max-downtime-ceiling %s is below --max-downtime %s", o.ceiling, o.maxDowntime)
-	}
-	ct, err := parseDuration("--completion-timeout", o.completion)
-	if err != nil {
-		return err
-	}
-	switch o.onTimeout {
-	case "abort", "pause":
-	case "postcopy":
-		if !o.postcopy {
-			return usagef("--on-timeout postcopy needs --allow-postcopy")
-		}
-	default:
-		return usagef("--on-timeout %q: use abort, postcopy or pause", o.onTimeout)
-	}
-	o.req = orchestrator.Request{VM: o.vm, To: o.to, From: o.from, MaxDowntime: md, Timeout: to,
-		BandwidthMiBps: bw, CopyStorage: o.copyStorage, DryRun: o.dryRun, PlanOnly: o.plan,
-		DowntimeCeiling: ceil, AllowPostcopy: o.postcopy, CompletionTimeout: ct, OnTimeout: o.onTimeout}
+	req.VM, req.To, req.From, req.Timeout = o.vm, o.to, o.from, to
+	req.CopyStorage, req.DryRun, req.PlanOnly = o.copyStorage, o.dryRun, o.plan
+	o.req = req
 	return nil
 }
 
@@ -229,7 +192,7 @@ func (o *migrateOptions) validateCold() error {
 	if err != nil {
 		return err
 	}
-	bw, err := parseBandwidth(o.bandwidth)
+	bw, err := parseBandwidth(o.live.bandwidth)
 	if err != nil {
 		return err
 	}

@@ -234,10 +234,30 @@ func domstate(t *testing.T, host, name string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// labHosts lists the lab's host numbers ("1", "2", ...) from its lab.env.
+func labHosts(t *testing.T) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(labRoot, "lab.env"))
+	if err != nil {
+		t.Fatalf("lab.env: %v", err)
+	}
+	n := 2
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "FERRY_LAB_HOSTS="); ok {
+			n, _ = strconv.Atoi(v)
+		}
+	}
+	var out []string
+	for i := 1; i <= n; i++ {
+		out = append(out, strconv.Itoa(i))
+	}
+	return out
+}
+
 // runsExactlyOn asserts the guest runs on host and nowhere else.
 func runsExactlyOn(t *testing.T, name, host string) {
 	t.Helper()
-	for _, h := range []string{"1", "2"} {
+	for _, h := range labHosts(t) {
 		st := domstate(t, h, name)
 		if h == host && st != "running" {
 			t.Fatalf("%s on host%s is %q, want running", name, h, st)

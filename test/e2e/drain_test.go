@@ -1,0 +1,304 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/ferryvm/ferry/orchestrator"
+)
+
+// needHosts fails (not skips) when the lab is too small: make test brings up 3.
+func needHosts(t *testing.T, n int) {
+	t.Helper()
+	if got := len(labHosts(t)); got < n {
+		t.Fatalf("this test needs a lab of %d hosts, the lab has %d: run `hack/lab-up.sh %d` (make test does)", n, got, n)
+	}
+}
+
+// drainReport runs a drain command and decodes its JSON report.
+func (e *env) drainReport(args ...string) (orchestrator.DrainReport, result) {
+	e.t.Helper()
+	r := e.ferry(append(args, "-o", "json")...)
+	var rep orchestrator.DrainReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		e.t.Fatalf("drain report json: %v\n%s", err, r.stdout)
+	}
+	return rep, r
+}
+
+// undrainAfter clears host1's maintenance when the test ends so later tests
+// may place VMs there.
+func undrainAfter(e *env, host string) {
+	e.t.Cleanup(func() { e.ferry("undrain", host) })
+}
+
+type interval struct {
+	vm, dst    string
+	start, end time.Time
+}
+
+// moveIntervals reads, from the journal, when each completed move held its
+// slot: from its reservation to its commitment (both inside the slot's life).
+func (e *env) moveIntervals(vms []string) []interval {
+	e.t.Helper()
+	var out []interval
+	for _, vm := range vms {
+		for _, r := range e.history(vm) {
+			if r.State != orchestrator.StateCompleted {
+				continue
+			}
+			s, err1 := time.Parse(time.RFC3339Nano, r.Stages["reservation"])
+			f, err2 := time.Parse(time.RFC3339Nano, r.Stages["commitment"])
+			if err1 != nil || err2 != nil {
+				e.t.Fatalf("%s: stage times %v", vm, r.Stages)
+			}
+			out = append(out, interval{vm: vm, dst: r.Dest, start: s, end: f})
+		}
+	}
+	return out
+}
+
+// maxOverlap is the most intervals open at one instant.
+func maxOverlap(iv []interval) int {
+	type ev struct {
+		at    time.Time
+		delta int
+	}
+	var evs []ev
+	for _, i := range iv {
+		evs = append(evs, ev{i.start, 1}, ev{i.end, -1})
+	}
+	// Ends before starts at the same millisecond: touching is not overlapping.
+	sort.Slice(evs, func(a, b int) bool {
+		if evs[a].at.Equal(evs[b].at) {
+			return evs[a].delta < evs[b].delta
+		}
+		return evs[a].at.Before(evs[b].at)
+	})
+	n, most := 0, 0
+	for _, e := range evs {
+		n += e.delta
+		most = max(most, n)
+	}
+	return most
+}
+
+// Draining host1 with four running guests and one stopped guest empties it,
+// spreads them over host2 and host3, never has more than --max-per-target
+// moves into one host nor more than --parallel at once, and exits 0.
+func TestDrainEmptiesHost(t *testing.T) {
+	needHosts(t, 3)
+	e := newEnv(t)
+	undrainAfter(e, "host1")
+	running := []string{"dr-a", "dr-b", "dr-c", "dr-d"}
+	for i, n := range running {
+		newGuest(t, n, guestSpec{memMiB: 96 + 32*i})
+	}
+	newGuest(t, "dr-off", guestSpec{memMiB: 64, noStart: true})
+	before := map[string]int{}
+	for _, n := range running {
+		before[n] = heartbeat(t, n)
+	}
+
+	plan, r := e.drainReport("drain", "host1", "--dry-run")
+	if r.code != 0 || plan.State != orchestrator.DrainPlanned || len(plan.VMs) != 5 {
+		t.Fatalf("dry run: exit %d, %+v", r.code, plan)
+	}
+	if domstate(t, "1", "dr-a") != "running" {
+		t.Fatal("the dry run moved something")
+	}
+
+	rep, r := e.drainReport("drain", "host1", "--parallel", "2", "--max-per-target", "1")
+	if r.code != 0 || !rep.Empty || rep.State != orchestrator.DrainDone || rep.Moved != 5 {
+		t.Fatalf("drain: exit %d, report %+v", r.code, rep)
+	}
+	perHost := map[string]int{}
+	for _, v := range rep.VMs {
+		perHost[v.Dest]++
+		if v.VM == "dr-off" {
+			if v.Kind != "cold" || domstate(t, strings.TrimPrefix(v.Dest, "host"), "dr-off") != "shut off" {
+				t.Fatalf("stopped guest: %+v, state on %s %q", v, v.Dest, domstate(t, strings.TrimPrefix(v.Dest, "host"), "dr-off"))
+			}
+			continue
+		}
+		runsExactlyOn(t, v.VM, strings.TrimPrefix(v.Dest, "host"))
+		heartbeatAbove(t, v.VM, before[v.VM], 30*time.Second)
+	}
+	if perHost["host2"] == 0 || perHost["host3"] == 0 || perHost["host1"] != 0 {
+		t.Fatalf("not spread over host2 and host3: %v", perHost)
+	}
+	if out := virshOut(t, "1", "list", "--all", "--name"); strings.TrimSpace(out) != "" {
+		t.Fatalf("host1 still defines: %q", out)
+	}
+
+	// The limits, from the journal's timestamps.
+	iv := e.moveIntervals(append(running, "dr-off"))
+	if len(iv) != 5 {
+		t.Fatalf("%d completed moves in the journal, want 5", len(iv))
+	}
+	byDst := map[string][]interval{}
+	for _, i := range iv {
+		byDst[i.dst] = append(byDst[i.dst], i)
+	}
+	for dst, list := range byDst {
+		if n := maxOverlap(list); n > 1 {
+			t.Fatalf("%d moves into %s at once, --max-per-target 1: %+v", n, dst, list)
+		}
+	}
+	if n := maxOverlap(iv); n != 2 {
+		t.Fatalf("at most %d moves at once, want --parallel 2 to be used and kept: %+v", n, iv)
+	}
+
+	// host1 is in maintenance: placement refuses it until undrain.
+	hosts := e.ferry("hosts", "-o", "json")
+	if !strings.Contains(hosts.stdout, `"maintenance"`) {
+		t.Fatalf("hosts does not show the maintenance mark:\n%s", hosts.stdout)
+	}
+	p := e.ferry("place", "dr-a", "-o", "json")
+	if !strings.Contains(p.stdout, "in maintenance") {
+		t.Fatalf("place does not reject host1 for maintenance:\n%s", p.stdout)
+	}
+	if u := e.ferry("undrain", "host1"); u.code != 0 || !strings.Contains(u.stdout, "back in service") {
+		t.Fatalf("undrain: exit %d %s", u.code, u.stdout)
+	}
+}
+
+// A VM that fits nowhere makes the drain exit non-zero naming it and why;
+// every other VM is moved.
+func TestDrainReportsVMThatFitsNowhere(t *testing.T) {
+	needHosts(t, 3)
+	e := newEnv(t)
+	undrainAfter(e, "host1")
+	// Leave 1 GiB for guests on host2 and host3 via their host reserve.
+	var hosts []orchestrator.HostStatus
+	if err := json.Unmarshal([]byte(e.ferry("hosts", "-o", "json").stdout), &hosts); err != nil {
+		t.Fatal(err)
+	}
+	var inv orchestrator.Inventory
+	data, err := os.ReadFile(labConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(data, &inv); err != nil {
+		t.Fatal(err)
+	}
+	for i := range inv.Hosts {
+		for _, h := range hosts {
+			if h.Name == inv.Hosts[i].Name && h.Name != "host1" {
+				reserve := h.FreeMemoryBytes>>20 - 1024
+				inv.Hosts[i].ReservedMemoryMiB = &reserve
+			}
+		}
+	}
+	out, _ := yaml.Marshal(inv)
+	e.config = filepath.Join(t.TempDir(), "ferry.yaml")
+	if err := os.WriteFile(e.config, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	newGuest(t, "fit-a", guestSpec{memMiB: 96})
+	newGuest(t, "fit-b", guestSpec{memMiB: 128})
+	newGuest(t, "huge", guestSpec{memMiB: 3072})
+
+	rep, r := e.drainReport("drain", "host1")
+	if r.code == 0 || rep.Empty || rep.Moved != 2 || rep.Failed != 1 {
+		t.Fatalf("drain: exit %d, report %+v", r.code, rep)
+	}
+	if !strings.Contains(r.stderr, "huge") || !strings.Contains(r.stderr, "not enough memory") {
+		t.Fatalf("the error does not name the VM and why:\n%s", r.stderr)
+	}
+	if len(rep.Remaining) != 1 || !strings.HasPrefix(rep.Remaining[0], "huge") {
+		t.Fatalf("remaining %v", rep.Remaining)
+	}
+	runsExactlyOn(t, "huge", "1")
+	for _, v := range rep.VMs {
+		if v.VM != "huge" {
+			runsExactlyOn(t, v.VM, strings.TrimPrefix(v.Dest, "host"))
+		}
+	}
+}
+
+// Ctrl-C mid-drain stops new moves and lets the one in flight finish; every
+// VM runs exactly once; running the drain again completes it.
+func TestDrainCancelAndRerun(t *testing.T) {
+	needHosts(t, 3)
+	e := newEnv(t)
+	undrainAfter(e, "host1")
+	vms := []string{"cx-a", "cx-b", "cx-c"}
+	for i, n := range vms {
+		newGuest(t, n, guestSpec{memMiB: 96 + 32*i})
+	}
+	c := e.cmd(t.Context(), "drain", "host1", "--parallel", "1", "-o", "json")
+	var stdout, stderr strings.Builder
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Interrupt once the first move has started its copy.
+	waitFor(t, "the first move's pre-copy", 60*time.Second, func() bool {
+		st := e.ferry("drain", "host1", "--status", "-o", "json")
+		return strings.Contains(st.stdout, `"stage": "pre-copy"`)
+	})
+	if err := c.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	err := c.Wait()
+	t.Logf("first drain:\n%s\n%s", stdout.String(), stderr.String())
+	var ee *exec.ExitError
+	if err == nil || !asExit(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("cancelled drain: %v, want exit 1", err)
+	}
+	var rep orchestrator.DrainReport
+	if err := json.Unmarshal([]byte(stdout.String()), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if rep.State != orchestrator.DrainCancelled || rep.Moved != 1 || rep.Empty {
+		t.Fatalf("cancelled report: %+v", rep)
+	}
+	for _, v := range rep.VMs {
+		switch v.State {
+		case orchestrator.DrainVMMoved:
+			runsExactlyOn(t, v.VM, strings.TrimPrefix(v.Dest, "host"))
+		case orchestrator.DrainVMNotStarted:
+			runsExactlyOn(t, v.VM, "1")
+		default:
+			t.Fatalf("%s is %s after the cancel", v.VM, v.State)
+		}
+	}
+
+	rep, r := e.drainReport("drain", "host1")
+	if r.code != 0 || !rep.Empty || rep.Moved != 2 || len(rep.VMs) != 2 {
+		t.Fatalf("re-run: exit %d, %+v", r.code, rep)
+	}
+	for _, n := range vms {
+		where := ""
+		for _, h := range []string{"2", "3"} {
+			if domstate(t, h, n) == "running" {
+				where = h
+			}
+		}
+		if where == "" {
+			t.Fatalf("%s runs on neither host2 nor host3", n)
+		}
+		runsExactlyOn(t, n, where)
+	}
+	if st := e.ferry("drain", "host1", "--status"); !strings.Contains(st.stdout, "done") {
+		t.Fatalf("status after the re-run:\n%s", st.stdout)
+	}
+}
+
+func asExit(err error, ee **exec.ExitError) bool {
+	e, ok := err.(*exec.ExitError)
+	*ee = e
+	return ok
+}
