@@ -322,6 +322,9 @@ func (cm *cold) preflight(ctx context.Context) error {
 		}
 	}
 	cm.coldProgress(coldmove.Progress{Step: "check", Message: fmt.Sprintf("%s found %s on %s", cm.info.Name, cm.info.State, cm.src.Name)}, StagePreMigration)
+	if err := cm.preMigrationHooks(ctx); err != nil {
+		return err
+	}
 	return cm.reserveCold(ctx, xml)
 }
 
@@ -541,6 +544,7 @@ func (cm *cold) run(ctx context.Context) (*ColdResult, error) {
 	if cm.prevRow != nil {
 		_ = c.Journal.Finish(bg, cm.prevRow.ID, StateResumed, cm.prevRow.Error, map[string]any{"notes": "its copies were taken over by " + id})
 	}
+	cm.fire(bg, cm.payload(HookReservation))
 	srcS, _ := virt.StorageOf(cm.srcConn)
 	dstS, _ := virt.StorageOf(cm.dstConn)
 	rec := &coldRecorder{cm: cm, ctx: bg, cur: StageReservation}
@@ -576,7 +580,10 @@ func (cm *cold) run(ctx context.Context) (*ColdResult, error) {
 			if jerr := c.Journal.Finish(bg, id, StateRolledBack, msg, cols); jerr != nil {
 				cm.log.WithError(jerr).Error("journal")
 			}
-			c.runHooks(bg, cm.log, "rollback", cm.hookPayload("rollback", 0, msg))
+			rb := cm.payload(HookRollback)
+			rb.Stage, rb.Error = rec.stage().String(), msg
+			cm.fire(bg, rb)
+			res.HookErrors = cm.res.HookErrors
 			return res, fmt.Errorf("%w: %s stays on %s, nothing of it remains on %s: %w", ErrRolledBack, cm.info.Name, cm.src.Name, cm.dst.Name, err)
 		}
 		res.State, res.Error = StateFailed, err.Error()
@@ -590,7 +597,8 @@ func (cm *cold) run(ctx context.Context) (*ColdResult, error) {
 		_ = c.Journal.Update(bg, id, cols)
 		return res, fmt.Errorf("%w (ferry recover will finish removing the source): %w", ErrNeedsRecovery, err)
 	}
-	res.HookErrors = c.runHooks(bg, cm.log, "activation", cm.hookPayload("activation", 0, ""))
+	cm.fire(bg, cm.payload(HookActivation))
+	res.HookErrors = cm.res.HookErrors
 	_ = c.Journal.Release(bg, id)
 	var notes []string
 	notes = append(notes, out.Warnings...)
@@ -693,6 +701,7 @@ func (c *Controller) recoverCold(ctx context.Context, r *Record, res *RecoverRes
 			errText = "interrupted (ferry stopped during the cold move); reverted by recover"
 		}
 		log.Info("cold move reverted")
+		res.HookErrors = c.recoverHooks(ctx, log, r, HookRollback, errText)
 		return c.Journal.Finish(ctx, r.ID, StateRolledBack, errText, map[string]any{"notes": "recovered by `ferry recover`: " + res.Note})
 	}
 	// Committed: the destination holds the verified VM; finish the source side.
@@ -735,5 +744,6 @@ func (c *Controller) recoverCold(ctx context.Context, r *Record, res *RecoverRes
 	res.After, res.RunsOn = StateCompleted, r.Dest
 	res.Note = fmt.Sprintf("defined on %s; source definition and %d files removed (not started)", r.Dest, len(paths))
 	log.Info("cold move finished")
+	res.HookErrors = c.recoverHooks(ctx, log, r, HookActivation, "")
 	return c.Journal.Finish(ctx, r.ID, StateCompleted, "", map[string]any{"notes": "recovered by `ferry recover`: " + res.Note})
 }

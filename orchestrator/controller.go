@@ -371,6 +371,9 @@ func (m *migration) preflight(ctx context.Context) error {
 		}
 	}
 	m.progress(Progress{Stage: StagePreMigration, Message: fmt.Sprintf("%s found running on %s", m.info.Name, m.src.Name)})
+	if err := m.preMigrationHooks(ctx); err != nil {
+		return err
+	}
 
 	// Stage 1: reservation.
 	return m.reserve(ctx)

@@ -11,6 +11,7 @@ var (
 	ErrInvalidRequest     = errors.New("invalid request")
 	ErrUnknownHost        = errors.New("unknown host")
 	ErrUnknownVM          = errors.New("unknown VM")
+	ErrVetoed             = errors.New("vetoed by a pre-migration hook") // or webhook (hooks.go)
 	ErrSameHost           = errors.New("source and destination are the same host")
 	ErrNotRunning         = errors.New("VM not running")
 	ErrNameClash          = errors.New("a domain with that name or UUID exists on the destination")

@@ -52,6 +52,9 @@ type Inventory struct {
 	Path     string      `yaml:"-" json:"path,omitempty"`
 	Hosts    []HostEntry `yaml:"hosts" json:"hosts"`
 	HooksDir string      `yaml:"hooks_dir,omitempty" json:"hooks_dir,omitempty"`
+	// Webhooks are called at stage boundaries like the hooks directory's
+	// executables (webhook.go).
+	Webhooks []WebhookConfig `yaml:"webhooks,omitempty" json:"webhooks,omitempty"`
 }
 
 // DefaultConfigPaths are tried in order when neither --config nor FERRY_CONFIG is set.
@@ -116,6 +119,11 @@ func ParseInventory(data []byte) (*Inventory, error) {
 		seen[h.Name] = true
 		if err := virt.ValidateURI(h.URI); err != nil {
 			return nil, fmt.Errorf("host %q: %w", h.Name, err)
+		}
+	}
+	for i, w := range inv.Webhooks {
+		if err := w.validate(); err != nil {
+			return nil, fmt.Errorf("webhook %d (%s): %w", i+1, w.Name(), err)
 		}
 	}
 	return &inv, nil

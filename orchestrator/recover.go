@@ -25,6 +25,8 @@ type RecoverResult struct {
 	Skipped string `json:"skipped,omitempty"`
 	Note    string `json:"note,omitempty"`
 	Error   string `json:"error,omitempty"`
+	// HookErrors: hooks or webhooks that failed to take the outcome.
+	HookErrors []string `json:"hook_errors,omitempty"`
 }
 
 // RecoverOptions select what recover touches.
@@ -112,8 +114,6 @@ func (c *Controller) recoverOne(ctx context.Context, r *Record, res *RecoverResu
 			_ = c.Journal.EnterStage(ctx, r.ID, StageCommitment, c.now(), nil)
 		}
 		_ = c.Journal.EnterStage(ctx, r.ID, StageActivation, c.now(), nil)
-		c.runHooks(ctx, log, "activation", HookPayload{Event: "activation", MigrationID: r.ID, VM: r.VM, VMUUID: r.VMUUID,
-			Source: r.Source, SourceURI: r.SourceURI, Destination: r.Dest, DestinationURI: r.DestURI})
 	case "source":
 		res.After, res.RunsOn = StateRolledBack, r.Source
 	default:
@@ -129,6 +129,14 @@ func (c *Controller) recoverOne(ctx context.Context, r *Record, res *RecoverResu
 	errText := r.Error
 	if errText == "" && keep == "source" {
 		errText = "interrupted (ferry stopped during the migration); rolled back by recover"
+	}
+	// The hooks hear how it ended: the interrupted run could not tell them.
+	event := HookRollback
+	if keep == "destination" {
+		event = HookActivation
+	}
+	if res.HookErrors = c.recoverHooks(ctx, log, r, event, errText); len(res.HookErrors) > 0 {
+		notes += fmt.Sprintf("; hook errors: %v", res.HookErrors)
 	}
 	log.WithField("runs_on", res.RunsOn).Info("recovered")
 	return c.Journal.Finish(ctx, r.ID, res.After, errText, map[string]any{"notes": notes})

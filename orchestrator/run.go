@@ -20,6 +20,7 @@ func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
 	// Journal writes and cleanup must happen even after the caller cancels.
 	bg := context.WithoutCancel(ctx)
 	c.emit(bg, m, "planned", 0, "")
+	m.fire(bg, m.payload(HookReservation))
 
 	evctx, stopEvents := context.WithCancel(bg)
 	defer stopEvents()
@@ -70,8 +71,10 @@ func (m *migration) commit(bg context.Context, w *watch, plan *PlanInfo, end tim
 			js = w.last
 		}
 	}
-	if w.stopAt.IsZero() {
-		_ = c.Journal.EnterStage(bg, id, StageStopAndCopy, end.Add(-js.Downtime), nil)
+	pausedAt := w.stopAt
+	if pausedAt.IsZero() {
+		pausedAt = end.Add(-js.Downtime)
+		_ = c.Journal.EnterStage(bg, id, StageStopAndCopy, pausedAt, nil)
 	}
 	m.res.Downtime, m.res.DataSent, m.res.Iterations = js.Downtime, js.DataProcessed, js.Iteration
 	m.res.Postcopy = w.postcopy.Load()
@@ -99,7 +102,10 @@ func (m *migration) commit(bg context.Context, w *watch, plan *PlanInfo, end tim
 
 	// Stage 5: activation.
 	c.emit(bg, m, "completed", js.Downtime, "")
-	m.res.HookErrors = c.runHooks(bg, m.log, "activation", m.hookPayload("activation", js.Downtime, ""))
+	m.awaitSwitchover(bg, true, pausedAt)
+	act := m.payload(HookActivation)
+	act.DowntimeMS, act.Postcopy = js.Downtime.Milliseconds(), m.res.Postcopy
+	m.fire(bg, act)
 	_ = c.Journal.Release(bg, id)
 	m.res.State, m.res.Finished = StateCompleted, c.now()
 	m.res.Total = m.res.Finished.Sub(m.res.Started)
@@ -139,8 +145,16 @@ func (m *migration) rollback(ctx context.Context, cause error, last virt.JobStat
 		m.res.State, m.res.Error = StateCompleted, "completed despite: "+cause.Error()
 		_ = c.Journal.EnterStage(ctx, m.rec.ID, StageCommitment, c.now(), nil)
 		_ = c.Journal.Release(ctx, m.rec.ID)
-		_ = c.Journal.Finish(ctx, m.rec.ID, StateCompleted, "", map[string]any{"notes": m.res.Error + "; " + note})
 		c.emit(ctx, m, "completed", 0, m.res.Error)
+		m.awaitSwitchover(ctx, true, c.now())
+		act := m.payload(HookActivation)
+		act.Postcopy, act.Error = m.watch != nil && m.watch.postcopy.Load(), m.res.Error
+		m.fire(ctx, act)
+		notes := m.res.Error + "; " + note
+		if len(m.res.HookErrors) > 0 {
+			notes += fmt.Sprintf("; hook errors: %v", m.res.HookErrors)
+		}
+		_ = c.Journal.Finish(ctx, m.rec.ID, StateCompleted, "", map[string]any{"notes": notes})
 		m.res.Finished = c.now()
 		return m.res, nil
 	}
@@ -155,7 +169,16 @@ func (m *migration) rollback(ctx context.Context, cause error, last virt.JobStat
 		m.log.WithError(err).Error("journal")
 	}
 	c.emit(ctx, m, "rolled_back", 0, msg)
-	c.runHooks(ctx, m.log, "rollback", m.hookPayload("rollback", 0, msg))
+	m.awaitSwitchover(ctx, false, time.Time{})
+	rb := m.payload(HookRollback)
+	rb.Stage, rb.Error = StagePreCopy.String(), msg
+	if m.watch != nil && !m.watch.stopAt.IsZero() {
+		rb.Stage = StageStopAndCopy.String()
+	}
+	m.fire(ctx, rb)
+	if len(m.res.HookErrors) > 0 {
+		_ = c.Journal.Update(ctx, m.rec.ID, map[string]any{"notes": fmt.Sprintf("hook errors: %v", m.res.HookErrors)})
+	}
 	return m.res, fmt.Errorf("%w: %s is running on %s: %w", ErrRolledBack, m.info.Name, m.src.Name, cause)
 }
 
@@ -165,6 +188,7 @@ func (m *migration) fail(ctx context.Context, err error) (*Result, error) {
 	m.res.State, m.res.Error, m.res.Finished = StateFailed, err.Error(), m.c.now()
 	_ = m.c.Journal.Update(ctx, m.rec.ID, map[string]any{"state": StateFailed, "error": err.Error()})
 	m.c.emit(ctx, m, "failed", 0, err.Error())
+	m.awaitSwitchover(ctx, false, time.Time{})
 	return m.res, fmt.Errorf("%w (ferry recover will finish it): %w", ErrNeedsRecovery, err)
 }
 
@@ -218,12 +242,6 @@ func (c *Controller) emit(ctx context.Context, m *migration, kind string, downti
 	if err := c.Events.MigrationEvent(ctx, ev); err != nil {
 		m.log.WithError(err).Warn("SLA event not recorded")
 	}
-}
-
-func (m *migration) hookPayload(event string, downtime time.Duration, errText string) HookPayload {
-	return HookPayload{Event: event, MigrationID: m.rec.ID, VM: m.info.Name, VMUUID: m.info.UUID,
-		Source: m.src.Name, SourceURI: m.src.URI, Destination: m.dst.Name, DestinationURI: m.dst.URI,
-		DowntimeMS: downtime.Milliseconds(), Error: errText}
 }
 
 // policyJSON is what the journal keeps of the pre-copy plan and decisions.

@@ -33,6 +33,10 @@ type watch struct {
 	completed                  *virt.JobStats
 	stopAt, lastJournal        time.Time
 	lastReason                 string
+	// switchover: the switchover hooks, running beside the loop; hooksDone
+	// once their report was collected (migration.awaitSwitchover).
+	switchover *pendingHooks
+	hooksDone  bool
 }
 
 func (m *migration) newWatch(bg context.Context, plan *PlanInfo, cancel context.CancelCauseFunc) *watch {
@@ -101,6 +105,11 @@ func (w *watch) onEvent(ev virt.Event) {
 		m.log.WithField("stage", StageStopAndCopy.String()).Info(msg)
 		_ = m.c.Journal.EnterStage(w.bg, m.rec.ID, StageStopAndCopy, w.stopAt, nil)
 		m.c.emit(w.bg, m, "switchover", 0, "")
+		// In a goroutine: the loop must keep sampling (and the policy keep
+		// deciding) through the pause, however slow a hook is.
+		p := m.payload(HookSwitchover)
+		p.Timestamp, p.Postcopy = w.stopAt, w.postcopy.Load()
+		w.switchover = m.c.dispatchAsync(w.bg, m.log, p)
 		m.progress(Progress{Stage: StageStopAndCopy, Elapsed: m.c.now().Sub(w.start), Message: msg})
 	case ev.Kind == virt.EventJobCompleted && ev.Job != nil:
 		w.completed = ev.Job

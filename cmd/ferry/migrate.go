@@ -41,7 +41,8 @@ func newMigrateCmd(a *app) *cobra.Command {
 		Short: "Live-migrate a running VM to another host",
 		Long: `Live-migrate a running VM to another host as a six-stage transaction:
 
-  0 pre-migration   find the VM on its host, check it runs, snapshot its definition
+  0 pre-migration   find the VM on its host, check it runs, snapshot its definition;
+                    pre-migration hooks and webhooks may veto the move (exit 2)
   1 reservation     check the destination (reachable, distinct, no name/UUID clash,
                     CPU compatible, free memory after other migrations' reservations)
                     and reserve the VM's memory there

@@ -50,6 +50,9 @@ func printResult(w io.Writer, r *orchestrator.Result) {
 		}
 	case orchestrator.StateRolledBack:
 		fmt.Fprintf(w, "rolled back: %s keeps running on %s (migration id %s)\n", r.VM, r.Source, r.ID)
+		for _, h := range r.HookErrors {
+			fmt.Fprintf(w, "  warning       %s\n", h)
+		}
 	case orchestrator.StateFailed:
 		fmt.Fprintf(w, "migration %s of %s needs recovery: run `ferry recover`\n", r.ID, r.VM)
 	}

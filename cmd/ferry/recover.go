@@ -61,6 +61,9 @@ Running it again is harmless.`,
 					}
 					fmt.Fprintln(out)
 				}
+				for _, h := range r.HookErrors {
+					fmt.Fprintf(out, "  warning: %s\n", h)
+				}
 			}
 			return rerr
 		},
