@@ -2,7 +2,8 @@
 # bench.sh: `make bench`. Brings the lab up (FERRY_LAB_ROOT / FERRY_LAB_NET pick the lab, as
 # for hack/lab-up.sh; default /var/lib/ferry-lab on 127.0.10.x), runs the live-migration
 # scenarios of hack/bench-precopy.sh (ferry and virsh migrate on the same guests, BENCH_REPS
-# rounds, table + ./bench-results.json), the cold row of hack/bench-cold.sh, then the Go
+# rounds, table + ./bench-results.json), the cold row of hack/bench-cold.sh, the drain row of
+# hack/bench-drain.sh, then the Go
 # benchmarks, and prints the total time. The lab stays up (make lab-down).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -12,6 +13,7 @@ start=$SECONDS
 bash "$HERE/lab-up.sh" "${FERRY_LAB_HOSTS:-3}"
 bash "$HERE/bench-precopy.sh"
 bash "$HERE/bench-cold.sh" # cold row: one sparse disk moved by ferry --cold vs virsh vol-download/vol-upload
+bash "$HERE/bench-drain.sh" # drain row: 4 guests, ferry drain --parallel 1 / 2 vs a virsh migrate loop
 (cd "$REPO" && go test -run '^$' -bench . -benchmem ./...)
 t=$((SECONDS - start))
 printf 'make bench: total %dm%02ds\n' $((t / 60)) $((t % 60))
