@@ -303,3 +303,40 @@ func TestClassifyAndBackoff(t *testing.T) {
 		}
 	}
 }
+
+// The controller's limits (from the inventory) apply to plain migrations:
+// refused while a slot is taken, or waited for with WaitForSlot.
+func TestMigrateHonoursLimits(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.c.Limits = Limits{MaxIncoming: 1}
+	other := SlotHost{Key: "elsewhere", Name: "host-x"}
+	if err := f.c.Journal.AcquireSlot(ctx, "other-move", other, SlotHost{Key: f.b.UUID, Name: "host-b"}, Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.c.Migrate(ctx, Request{VM: "web-01", To: "host-b"})
+	if !errors.Is(err, ErrLimit) || !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "host-b already has 1 incoming") {
+		t.Fatalf("err = %v, want a limit refusal", err)
+	}
+	if r := f.lastRecord(t); r.State != StateRefused {
+		t.Fatalf("row %s", r.State)
+	}
+	time.AfterFunc(300*time.Millisecond, func() { _ = f.c.Journal.Release(ctx, "other-move") })
+	var waited bool
+	res, err := f.c.Migrate(ctx, Request{VM: "web-01", To: "host-b", WaitForSlot: true, Progress: func(p Progress) {
+		waited = waited || strings.Contains(p.Message, "waiting for a move slot")
+	}})
+	if err != nil || res.State != StateCompleted || !waited {
+		t.Fatalf("with WaitForSlot: %v, %+v, waited %v", err, res, waited)
+	}
+}
+
+func TestInventoryLimits(t *testing.T) {
+	inv, err := ParseInventory([]byte("hosts:\n  - {name: h1, uri: 'qemu+tcp://127.0.0.1/system'}\nlimits: {max_incoming: 2, max_outgoing: 3}\n"))
+	if err != nil || inv.Limits != (Limits{MaxIncoming: 2, MaxOutgoing: 3}) {
+		t.Fatalf("%+v, %v", inv, err)
+	}
+	if _, err := ParseInventory([]byte("limits: {max_incoming: -1}\n")); err == nil || !strings.Contains(err.Error(), "limits") {
+		t.Fatalf("negative limit: %v", err)
+	}
+}

@@ -55,6 +55,9 @@ type Inventory struct {
 	// Webhooks are called at stage boundaries like the hooks directory's
 	// executables (webhook.go).
 	Webhooks []WebhookConfig `yaml:"webhooks,omitempty" json:"webhooks,omitempty"`
+	// Limits bound concurrent moves per host for every ferry process using
+	// this inventory and one state database (drain flags override them).
+	Limits Limits `yaml:"limits,omitempty" json:"limits,omitempty"`
 }
 
 // DefaultConfigPaths are tried in order when neither --config nor FERRY_CONFIG is set.
@@ -120,6 +123,9 @@ func ParseInventory(data []byte) (*Inventory, error) {
 		if err := virt.ValidateURI(h.URI); err != nil {
 			return nil, fmt.Errorf("host %q: %w", h.Name, err)
 		}
+	}
+	if inv.Limits.MaxIncoming < 0 || inv.Limits.MaxOutgoing < 0 {
+		return nil, fmt.Errorf("limits: max_incoming and max_outgoing must be 0 (no limit) or more")
 	}
 	for i, w := range inv.Webhooks {
 		if err := w.validate(); err != nil {

@@ -131,7 +131,7 @@ func (a *app) controller(ctx context.Context) (*orchestrator.Controller, error) 
 		return nil, err
 	}
 	return &orchestrator.Controller{Inventory: inv, Journal: j, Log: logrus.NewEntry(a.log),
-		Events: orchestrator.SLAFeed{Log: slaLog}}, nil
+		Events: orchestrator.SLAFeed{Log: slaLog}, Limits: inv.Limits}, nil
 }
 
 func (a *app) journal(ctx context.Context) (*orchestrator.Journal, error) {
