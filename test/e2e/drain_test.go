@@ -302,3 +302,46 @@ func asExit(err error, ee **exec.ExitError) bool {
 	*ee = e
 	return ok
 }
+
+// Two ferry drain processes sharing one state database both send VMs to
+// host3: --max-per-target holds across them (from the journal timestamps).
+func TestTwoDrainsShareTargetLimit(t *testing.T) {
+	needHosts(t, 3)
+	e := newEnv(t)
+	undrainAfter(e, "host1")
+	undrainAfter(e, "host2")
+	vms := []string{"tw-1a", "tw-1b", "tw-2a", "tw-2b"}
+	for _, n := range vms {
+		newGuest(t, n, guestSpec{host: n[3:4], memMiB: 96})
+	}
+	type run struct {
+		c   *exec.Cmd
+		out strings.Builder
+	}
+	var runs []*run
+	for _, h := range []string{"host1", "host2"} {
+		r := &run{c: e.cmd(t.Context(), "drain", h, "--to", "host3", "--parallel", "2", "--max-per-target", "1", "-o", "json")}
+		r.c.Stdout, r.c.Stderr = &r.out, &r.out
+		if err := r.c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		runs = append(runs, r)
+	}
+	for _, r := range runs {
+		err := r.c.Wait()
+		t.Logf("drain:\n%s", r.out.String())
+		if err != nil {
+			t.Fatalf("a drain failed: %v", err)
+		}
+	}
+	for _, n := range vms {
+		runsExactlyOn(t, n, "3")
+	}
+	iv := e.moveIntervals(vms)
+	if len(iv) != 4 {
+		t.Fatalf("%d completed moves, want 4", len(iv))
+	}
+	if n := maxOverlap(iv); n > 1 {
+		t.Fatalf("%d moves into host3 at once across two drains, --max-per-target 1: %+v", n, iv)
+	}
+}
