@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # demo.sh: bring the lab up and show ferry's main job: a running, memory-dirtying
-# guest live-migrated host1 -> host2 and back, with its heartbeat continuing.
+# guest live-migrated host1 -> host2 and back, with its heartbeat continuing; then host1
+# drained for maintenance, its guests spread over host2 and host3.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/.." && pwd)
@@ -14,8 +15,8 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
 [ -x "$FERRY" ] || (cd "$REPO" && go build -o bin/ferry ./cmd/ferry)
-step "lab: two libvirt hosts on 127.0.10.1 and 127.0.10.2"
-bash "$HERE/lab-up.sh" 2
+step "lab: three libvirt hosts on 127.0.10.1-3"
+bash "$HERE/lab-up.sh" 3
 
 step "a guest on host1: 256 MiB, dirtying a 64 MiB working set at 5000 pages/s"
 bash "$HERE/lab-guest.sh" undefine "$VM" >/dev/null 2>&1 || true
@@ -46,5 +47,18 @@ run "$FERRY" show "$id"
 step "a refused request changes nothing"
 run "$FERRY" migrate "$VM" --to host1 || echo "(exit $?: refused, as it should be)"
 
-bash "$HERE/lab-guest.sh" undefine "$VM" >/dev/null
+step "maintenance: drain host1 (two more guests there, one of them stopped)"
+for g in demo-db:160 demo-cache:96; do
+  bash "$HERE/lab-guest.sh" undefine "${g%%:*}" >/dev/null 2>&1 || true
+done
+bash "$HERE/lab-guest.sh" define demo-db --host 1 --mem 160 --start >/dev/null
+bash "$HERE/lab-guest.sh" define demo-cache --host 1 --mem 96 >/dev/null
+run "$FERRY" drain host1 --dry-run
+run "$FERRY" drain host1
+run "$FERRY" hosts
+beat3=$(bash "$HERE/lab-guest.sh" log "$VM")
+echo "heartbeat n=$beat3: $VM kept running through the drain"
+run "$FERRY" undrain host1
+
+for g in "$VM" demo-db demo-cache; do bash "$HERE/lab-guest.sh" undefine "$g" >/dev/null; done
 printf '\nThe lab is still up (FERRY_CONFIG=%s); `make lab-down` stops it.\n' "$FERRY_CONFIG"

@@ -163,19 +163,9 @@ func (o *drainOptions) validate(cmd *cobra.Command) error {
 			return usagef("--to %s is the host being drained", t)
 		}
 	}
-	var place orchestrator.PlaceOptions
-	for _, set := range []struct {
-		flag string
-		in   []string
-		out  *[]orchestrator.Label
-	}{{"--avoid-label", o.avoid, &place.Avoid}, {"--prefer-label", o.prefer, &place.Prefer}} {
-		for _, s := range set.in {
-			l, err := orchestrator.ParseLabel(s)
-			if err != nil {
-				return usagef("%s %q: use key=value, e.g. rack=r1", set.flag, s)
-			}
-			*set.out = append(*set.out, l)
-		}
+	place, err := parseLabels(o.avoid, o.prefer)
+	if err != nil {
+		return err
 	}
 	live, err := o.live.parse()
 	if err != nil {

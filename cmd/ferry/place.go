@@ -61,20 +61,28 @@ or bad input, 1 other errors.`,
 }
 
 func (o *placeOptions) validate() error {
+	opt, err := parseLabels(o.avoid, o.prefer)
+	o.opt = opt
+	return err
+}
+
+// parseLabels reads --avoid-label and --prefer-label values.
+func parseLabels(avoid, prefer []string) (orchestrator.PlaceOptions, error) {
+	var opt orchestrator.PlaceOptions
 	for _, set := range []struct {
 		flag string
 		in   []string
 		out  *[]orchestrator.Label
-	}{{"--avoid-label", o.avoid, &o.opt.Avoid}, {"--prefer-label", o.prefer, &o.opt.Prefer}} {
+	}{{"--avoid-label", avoid, &opt.Avoid}, {"--prefer-label", prefer, &opt.Prefer}} {
 		for _, s := range set.in {
 			l, err := orchestrator.ParseLabel(s)
 			if err != nil {
-				return usagef("%s %q: use key=value, e.g. rack=r1", set.flag, s)
+				return opt, usagef("%s %q: use key=value, e.g. rack=r1", set.flag, s)
 			}
 			*set.out = append(*set.out, l)
 		}
 	}
-	return nil
+	return opt, nil
 }
 
 func (o *placeOptions) run(cmd *cobra.Command, a *app, c *orchestrator.Controller) error {
