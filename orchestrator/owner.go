@@ -46,3 +46,21 @@ func ownerAlive(token string) bool {
 	}
 	return start != "" && procStart(pid) == start
 }
+
+// OwnerPID is the process id in a journal row's owner token (0 if there is
+// none), for messages such as "owned by ferry pid 1234".
+func OwnerPID(token string) int {
+	pidStr, _, _ := strings.Cut(token, ":")
+	pid, err := strconv.Atoi(pidStr)
+	if err != nil || pid <= 0 {
+		return 0
+	}
+	return pid
+}
+
+// OwnerAlive reports whether the process that owns a journal row (or a
+// drain) still runs; PID reuse does not fool it.
+func OwnerAlive(token string) bool { return ownerAlive(token) }
+
+// OwnedHere reports whether this process owns a journal row.
+func OwnedHere(token string) bool { return token != "" && token == ownerToken() }

@@ -348,6 +348,10 @@ func memBytes(v uint, unit string) uint64 {
 	return uint64(v) * mult
 }
 
+// abortRetryMS is how often a refused abort of a cancelled migration is
+// asked again.
+const abortRetryMS = 100
+
 func (d *domain) Migrate(ctx context.Context, p MigrateParams) error {
 	params := &libvirt.DomainMigrateParameters{}
 	if p.DataURI != "" {
@@ -373,6 +377,11 @@ func (d *domain) Migrate(ctx context.Context, p MigrateParams) error {
 		}
 	}
 	op := d.op("migrate") + " to " + p.DestURI
+	if ctx.Err() != nil {
+		// Cancelled before the job started (an API DELETE right after the
+		// reservation, Ctrl-C during planning): do not start it.
+		return &Error{Op: op, Sentinel: ErrAborted, Message: fmt.Sprintf("aborted before the job started (%v)", context.Cause(ctx))}
+	}
 	done := make(chan error, 1)
 	go func() { done <- d.d.MigrateToURI3(p.DestURI, params, flags) }()
 	select {
@@ -381,9 +390,25 @@ func (d *domain) Migrate(ctx context.Context, p MigrateParams) error {
 	case <-ctx.Done():
 	}
 	// Cancelled: abort the job and wait for libvirt to unwind it, so the caller
-	// never proceeds while a migration is still in flight.
+	// never proceeds while a migration is still in flight. Just after the call
+	// libvirt may not have registered the job yet and refuses the abort
+	// ("no job is active"), which would let the migration run to the end:
+	// ask again until an abort is accepted or the call returns.
 	abortErr := d.d.AbortJob()
-	err := <-done
+	retry := time.NewTicker(abortRetryMS * time.Millisecond)
+	defer retry.Stop()
+	var err error
+wait:
+	for {
+		select {
+		case err = <-done:
+			break wait
+		case <-retry.C:
+			if abortErr != nil {
+				abortErr = d.d.AbortJob()
+			}
+		}
+	}
 	if err == nil {
 		return nil // it completed before the abort took effect
 	}

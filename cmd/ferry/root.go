@@ -73,6 +73,7 @@ Exit codes: 0 success, 1 error, 2 bad input or refused (nothing changed),
 	root.AddCommand(newMigrateCmd(a), newHostsCmd(a), newVMsCmd(a), newHistoryCmd(a), newShowCmd(a), newRecoverCmd(a))
 	root.AddCommand(newSLACmd(a))
 	root.AddCommand(newPlaceCmd(a))
+	root.AddCommand(newServeCmd(a))
 	root.AddCommand(newDrainCmd(a), newUndrainCmd(a))
 	return root
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,11 +15,9 @@ import (
 )
 
 type slaMonitorOptions struct {
-	hosts            []string
-	pollInterval     time.Duration
-	pollTimeout      time.Duration
-	unreachableAfter int
-	metricsAddr      string
+	hosts       []string
+	agents      slaAgentOptions
+	metricsAddr string
 }
 
 func newSLAMonitorCmd(a *app) *cobra.Command {
@@ -61,23 +58,14 @@ ferry_sla_migration_downtime_seconds, ferry_sla_host_up, ferry_sla_events_total.
 		},
 	}
 	f := cmd.Flags()
-	f.DurationVar(&o.pollInterval, "poll-interval", sla.DefaultPollInterval, "how often every host is polled")
-	f.DurationVar(&o.pollTimeout, "poll-timeout", sla.DefaultPollTimeout, "how long one poll may take before it counts as a timeout")
-	f.IntVar(&o.unreachableAfter, "unreachable-after", sla.DefaultUnreachableAfter, "consecutive failed polls that make a host unreachable")
+	o.agents.addFlags(f)
 	f.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9464", `address of the Prometheus /metrics endpoint ("" for none)`)
 	return cmd
 }
 
 func (o *slaMonitorOptions) validate() error {
-	switch {
-	case o.pollInterval < 100*time.Millisecond:
-		return usagef("--poll-interval %s: must be at least 100ms", o.pollInterval)
-	case o.pollTimeout <= 0:
-		return usagef("--poll-timeout %s: must be positive", o.pollTimeout)
-	case o.pollTimeout > o.pollInterval:
-		return usagef("--poll-timeout %s is longer than --poll-interval %s: a poll must end before the next one starts", o.pollTimeout, o.pollInterval)
-	case o.unreachableAfter < 1:
-		return usagef("--unreachable-after %d: must be at least 1", o.unreachableAfter)
+	if err := o.agents.validate(); err != nil {
+		return err
 	}
 	if o.metricsAddr != "" {
 		if _, _, err := net.SplitHostPort(o.metricsAddr); err != nil {
@@ -92,29 +80,7 @@ func (o *slaMonitorOptions) targets(a *app) ([]sla.Target, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []sla.Target
-	if len(o.hosts) == 0 {
-		for _, h := range inv.Hosts {
-			out = append(out, sla.Target{Name: h.Name, URI: h.URI})
-		}
-		if len(out) == 0 {
-			return nil, usagef("no hosts to monitor: the inventory is empty (give --config, or hosts as libvirt URIs)")
-		}
-		return out, nil
-	}
-	seen := map[string]bool{}
-	for _, s := range o.hosts {
-		h, err := inv.Resolve(s)
-		if err != nil {
-			return nil, err
-		}
-		if seen[h.Name] {
-			continue
-		}
-		seen[h.Name] = true
-		out = append(out, sla.Target{Name: h.Name, URI: h.URI})
-	}
-	return out, nil
+	return slaTargets(inv, o.hosts)
 }
 
 func (o *slaMonitorOptions) run(ctx context.Context, a *app, cmd *cobra.Command) error {
@@ -128,20 +94,17 @@ func (o *slaMonitorOptions) run(ctx context.Context, a *app, cmd *cobra.Command)
 	}
 	out, errw := cmd.OutOrStdout(), cmd.ErrOrStderr()
 	var outMu sync.Mutex
-	m := &sla.Monitor{
-		Log: log, Hosts: targets,
-		PollInterval: o.pollInterval, PollTimeout: o.pollTimeout, UnreachableAfter: o.unreachableAfter,
-		OnEvent: func(e sla.Event) {
-			outMu.Lock()
-			defer outMu.Unlock()
-			if a.json() {
-				_ = writeJSONLine(out, e)
-				return
-			}
-			fmt.Fprintln(out, eventLine(e))
-		},
-		OnError: func(err error) { a.log.WithError(err).Warn("sla monitor") },
+	m := o.agents.monitor(log, targets)
+	m.OnEvent = func(e sla.Event) {
+		outMu.Lock()
+		defer outMu.Unlock()
+		if a.json() {
+			_ = writeJSONLine(out, e)
+			return
+		}
+		fmt.Fprintln(out, eventLine(e))
 	}
+	m.OnError = func(err error) { a.log.WithError(err).Warn("sla monitor") }
 	metricsURL := "off"
 	var srv *http.Server
 	if o.metricsAddr != "" {
@@ -160,12 +123,7 @@ func (o *slaMonitorOptions) run(ctx context.Context, a *app, cmd *cobra.Command)
 		}()
 		metricsURL = "http://" + ln.Addr().String() + "/metrics"
 	}
-	names := make([]string, len(targets))
-	for i, t := range targets {
-		names[i] = t.Name + " (" + t.URI + ")"
-	}
-	fmt.Fprintf(errw, "ferry sla monitor: watching %s; polls every %s (timeout %s, unreachable after %d); metrics %s; Ctrl-C stops\n",
-		strings.Join(names, ", "), o.pollInterval, o.pollTimeout, o.unreachableAfter, metricsURL)
+	fmt.Fprintf(errw, "ferry sla monitor: watching %s; %s; metrics %s; Ctrl-C stops\n", targetList(targets), o.agents.describe(), metricsURL)
 	err = m.Run(ctx)
 	if srv != nil {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)

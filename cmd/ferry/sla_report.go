@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -15,20 +16,12 @@ import (
 )
 
 type slaReportOptions struct {
-	vm, host       string
-	from, to       string
-	target         float64
-	backdate       bool
-	chargePauses   bool
-	pollInterval   time.Duration
-	events         bool
-	period         sla.Period
-	opts           sla.Options
-	wantVM, wantHs bool
+	q      sla.ReportQuery
+	events bool
 }
 
 func newSLAReportCmd(a *app) *cobra.Command {
-	o := &slaReportOptions{}
+	o := &slaReportOptions{q: sla.DefaultReportQuery()}
 	cmd := &cobra.Command{
 		Use:   "report",
 		Short: "Availability per VM and per host over a period, with the intervals and events behind each figure",
@@ -60,40 +53,23 @@ first PS_Timeout of its run instead. Both readings are always shown (downtime lo
 		Annotations: map[string]string{outputFormatsAnnotation: "text,table,json,csv"},
 		Args:        cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := o.validate(time.Now()); err != nil {
-				return err
-			}
 			log, err := a.slaLog(cmd.Context())
 			if err != nil {
 				return err
 			}
-			r, err := log.Report(cmd.Context(), o.period, o.opts)
+			r, err := o.q.Run(cmd.Context(), log, time.Now())
 			if err != nil {
-				return err
-			}
-			if err := o.filter(&r); err != nil {
-				return err
+				return reportQueryError(err)
 			}
 			var evs []sla.Event
 			if o.events || a.opts.output == "json" {
-				var ids []int64
-				for _, es := range [][]sla.Entry{r.VMs, r.Hosts} {
-					for _, e := range es {
-						for _, iv := range e.Intervals {
-							ids = append(ids, iv.EventIDs...)
-						}
-					}
-				}
-				if evs, err = log.ByID(cmd.Context(), ids); err != nil {
+				if evs, err = log.CitedEvents(cmd.Context(), r); err != nil {
 					return err
 				}
 			}
 			out := cmd.OutOrStdout()
 			switch a.opts.output {
 			case "json":
-				if evs == nil {
-					evs = []sla.Event{}
-				}
 				return writeJSON(out, struct {
 					sla.Report
 					Events []sla.Event `json:"events"`
@@ -105,79 +81,29 @@ first PS_Timeout of its run instead. Both readings are always shown (downtime lo
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.vm, "vm", "", "only this VM (name or UUID)")
-	f.StringVar(&o.host, "host", "", "only this host and the VMs that ran on it")
-	f.StringVar(&o.from, "from", "-30d", "start of the period")
-	f.StringVar(&o.to, "to", "now", "end of the period (a report never counts time after now)")
-	f.Float64Var(&o.target, "target", sla.DefaultTarget, "availability target, percent")
-	f.BoolVar(&o.backdate, "backdate", false, "start poller-detected outages at the first PS_Timeout instead of PS_Unreachable")
-	f.BoolVar(&o.chargePauses, "charge-migration-pauses", true, "count each migration's switchover pause as downtime")
-	f.DurationVar(&o.pollInterval, "poll-interval", sla.DefaultPollInterval, "the poller's interval (timeouts further than two intervals apart are separate runs)")
+	f.StringVar(&o.q.VM, "vm", "", "only this VM (name or UUID)")
+	f.StringVar(&o.q.Host, "host", "", "only this host and the VMs that ran on it")
+	f.StringVar(&o.q.From, "from", o.q.From, "start of the period")
+	f.StringVar(&o.q.To, "to", o.q.To, "end of the period (a report never counts time after now)")
+	f.Float64Var(&o.q.Target, "target", o.q.Target, "availability target, percent")
+	f.BoolVar(&o.q.Backdate, "backdate", false, "start poller-detected outages at the first PS_Timeout instead of PS_Unreachable")
+	f.BoolVar(&o.q.ChargeMigrationPauses, "charge-migration-pauses", o.q.ChargeMigrationPauses, "count each migration's switchover pause as downtime")
+	f.DurationVar(&o.q.PollInterval, "poll-interval", o.q.PollInterval, "the poller's interval (timeouts further than two intervals apart are separate runs)")
 	f.BoolVar(&o.events, "events", true, "list the events behind the intervals (table output)")
 	return cmd
 }
 
-func (o *slaReportOptions) validate(now time.Time) error {
-	from, err := parseTimeFlag("from", o.from, now)
-	if err != nil {
-		return err
-	}
-	to, err := parseTimeFlag("to", o.to, now)
-	if err != nil {
-		return err
-	}
-	if !to.After(from) {
-		return usagef("--to %s is not after --from %s", stamp(to), stamp(from))
-	}
-	if o.target <= 0 || o.target > 100 {
-		return usagef("--target %v: a percentage above 0 and at most 100, e.g. 99.95", o.target)
-	}
-	if o.pollInterval <= 0 {
-		return usagef("--poll-interval %s: must be positive", o.pollInterval)
-	}
-	o.period = sla.Period{From: from.UTC(), To: to.UTC()}
-	o.opts = sla.DefaultOptions()
-	o.opts.Target, o.opts.Backdate, o.opts.ChargeMigrationPause, o.opts.PollInterval = o.target, o.backdate, o.chargePauses, o.pollInterval
-	return nil
-}
-
-// filter keeps the entries asked for: --vm keeps that VM, --host that host
-// and the VMs that ran on it; both keep both.
-func (o *slaReportOptions) filter(r *sla.Report) error {
-	if o.vm == "" && o.host == "" {
-		return nil
-	}
-	var vms, hosts []sla.Entry
-	for _, e := range r.VMs {
-		match := o.vm != "" && (e.Name == o.vm || (e.UUID != "" && e.UUID == o.vm))
-		if o.vm == "" {
-			for _, h := range e.Hosts {
-				match = match || h == o.host
-			}
-		}
-		if match {
-			vms = append(vms, e)
-		}
-	}
-	for _, e := range r.Hosts {
-		if o.host != "" && e.Name == o.host {
-			hosts = append(hosts, e)
-		}
-	}
+// reportQueryError turns a bad query into a usage error (exit 2) naming the
+// flag, and a VM or host the log does not know into one too.
+func reportQueryError(err error) error {
+	var qe *sla.QueryError
 	switch {
-	case o.vm != "" && len(vms) == 0:
-		return usagef("no SLA events of VM %q before %s", o.vm, stamp(r.Period.To))
-	case o.host != "" && len(hosts) == 0:
-		return usagef("no SLA events of host %q before %s", o.host, stamp(r.Period.To))
+	case errors.As(err, &qe):
+		return usagef("--%s %s", strings.ReplaceAll(qe.Field, "_", "-"), qe.Msg)
+	case errors.Is(err, sla.ErrNoEntry):
+		return usageError{err}
 	}
-	r.VMs, r.Hosts = vms, hosts
-	if r.VMs == nil {
-		r.VMs = []sla.Entry{}
-	}
-	if r.Hosts == nil {
-		r.Hosts = []sla.Entry{}
-	}
-	return nil
+	return err
 }
 
 // longDur prints a duration with days for long ones and milliseconds for short ones.
