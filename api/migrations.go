@@ -21,7 +21,7 @@ type move struct {
 	id     string
 	vm     string // as requested: a name or a UUID
 	kind   string // live or cold
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	// accepted is closed once the move holds its reservation, or ended:
 	// then the POST answers.
 	accepted   chan struct{}
@@ -145,7 +145,7 @@ func (s *Server) startMigration(w http.ResponseWriter, r *http.Request) {
 		kind = "cold"
 	}
 	m := &move{id: uuid.NewString(), vm: body.VM, kind: kind, accepted: make(chan struct{}), done: make(chan struct{}), state: orchestrator.StateRunning}
-	ctx, cancel := context.WithCancel(s.movesCtx)
+	ctx, cancel := context.WithCancelCause(s.movesCtx)
 	m.cancel = cancel
 	s.moves[m.id] = m
 	s.active[body.VM] = m
@@ -189,7 +189,7 @@ func (s *Server) startMigration(w http.ResponseWriter, r *http.Request) {
 // run carries out one move: placement if asked, then the orchestrator.
 func (s *Server) run(ctx context.Context, m *move, p *plan) {
 	defer s.wg.Done()
-	defer m.cancel()
+	defer m.cancel(nil)
 	log := s.log.WithFields(logrus.Fields{"migration": m.id, "vm": m.vm, "kind": m.kind})
 	if p.auto {
 		pl, err := s.ctl.Place(ctx, m.vm, p.place)
@@ -536,7 +536,8 @@ func (s *Server) cancelMigration(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, apiErr(http.StatusConflict, "past_commitment", fmt.Sprintf("migration %s is in post-copy: the guest runs on the destination, which holds its only current state; it will complete", m.id)))
 		return
 	}
-	m.cancel()
+	// The cause ends up in the journal's error: it says who cancelled.
+	m.cancel(fmt.Errorf("cancelled by DELETE %s", location(m.id)))
 	s.log.WithFields(logrus.Fields{"migration": m.id, "vm": m.vm, "stage": stage.String()}).Info("migration cancel requested over the API")
 	writeJSON(w, http.StatusAccepted, CancelAnswer{ID: m.id, State: "cancelling", Stage: stage.String(),
 		Message: "cancel requested: the copy is aborted and the VM stays on its source (rolled_back); GET " + location(m.id) + " shows the outcome"})

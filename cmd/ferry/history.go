@@ -23,9 +23,14 @@ func newHistoryCmd(a *app) *cobra.Command {
 		Short: "List past and running migrations from the journal, newest first",
 		Example: `  ferry history
   ferry history --vm web-01 --limit 5
-  ferry history --state rolled_back -o json`,
+  ferry history --outcome rolled_back -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch o.state {
+			case "", orchestrator.StateRunning, orchestrator.StateCompleted, orchestrator.StateRefused, orchestrator.StateRolledBack, orchestrator.StateFailed:
+			default:
+				return usagef("--outcome %q: use running, completed, refused, rolled_back or failed", o.state)
+			}
 			j, err := a.journal(cmd.Context())
 			if err != nil {
 				return err
@@ -51,7 +56,7 @@ func newHistoryCmd(a *app) *cobra.Command {
 				if r.DowntimeMS != nil {
 					dt = dur(time.Duration(*r.DowntimeMS) * time.Millisecond)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID[:8], r.VM, dash(r.Source), dash(r.Dest), r.State, r.StageName,
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", short(r.ID), r.VM, dash(r.Source), dash(r.Dest), r.State, r.StageName,
 					r.StartedAt.Local().Format("2006-01-02 15:04:05"), d, dt, truncate(r.Error, 70))
 			}
 			return tw.Flush()
@@ -59,7 +64,8 @@ func newHistoryCmd(a *app) *cobra.Command {
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.vm, "vm", "", "only this VM (name or UUID)")
-	f.StringVar(&o.state, "state", "", "only this state: running, completed, refused, rolled_back, failed")
+	// Not --state: that is the global state-database flag.
+	f.StringVar(&o.state, "outcome", "", "only this state: running, completed, refused, rolled_back, failed")
 	f.IntVar(&o.limit, "limit", 50, "at most this many rows (0: all)")
 	return cmd
 }

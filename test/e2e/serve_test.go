@@ -293,6 +293,9 @@ func TestServe(t *testing.T) {
 	if body["state"] != orchestrator.StateRolledBack || body["cancel_requested"] != true {
 		t.Fatalf("cancelled move: %v (%v)", body["state"], body["error"])
 	}
+	if e, _ := body["error"].(string); !strings.Contains(e, "cancelled by DELETE /v1/migrations/"+back) {
+		t.Fatalf("the journal does not say who cancelled: %q", e)
+	}
 	runsExactlyOn(t, vm, "2")
 	heartbeatAbove(t, vm, before, 30*time.Second)
 	code, body, raw = p.api("GET", "/v1/migrations?vm="+vm+"&limit=10", "")
