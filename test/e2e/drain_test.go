@@ -345,3 +345,34 @@ func TestTwoDrainsShareTargetLimit(t *testing.T) {
 		t.Fatalf("%d moves into host3 at once across two drains, --max-per-target 1: %+v", n, iv)
 	}
 }
+
+// A drain started over ferry serve's API empties host1; GET /v1/drains/ID
+// follows it to done.
+func TestDrainOverAPI(t *testing.T) {
+	needHosts(t, 3)
+	e := newEnv(t)
+	undrainAfter(e, "host1")
+	for _, n := range []string{"api-a", "api-b"} {
+		newGuest(t, n, guestSpec{memMiB: 96})
+	}
+	p := startServe(t, e)
+	code, body, raw := p.api("POST", "/v1/hosts/host1/drain", `{"parallel": 2, "max_per_target": 1}`)
+	if code != 202 {
+		t.Fatalf("POST drain: %d %s", code, raw)
+	}
+	id, _ := body["id"].(string)
+	waitFor(t, "the drain to end", 3*time.Minute, func() bool {
+		_, body, _ = p.api("GET", "/v1/drains/"+id, "")
+		return body["state"] != orchestrator.DrainRunning
+	})
+	if body["state"] != orchestrator.DrainDone || body["empty"] != true || body["moved"] != float64(2) {
+		t.Fatalf("drain over the API: %v", body)
+	}
+	for _, v := range body["vms"].([]any) {
+		vm := v.(map[string]any)
+		runsExactlyOn(t, vm["vm"].(string), strings.TrimPrefix(vm["destination"].(string), "host"))
+	}
+	if st := e.ferry("drain", "host1", "--status", "-o", "json"); !strings.Contains(st.stdout, id) {
+		t.Fatalf("the CLI does not see the API's drain:\n%s", st.stdout)
+	}
+}
