@@ -530,8 +530,16 @@ func (d *drainRun) schedule(ctx, moveCtx context.Context) {
 		d.mu.Lock()
 		vm := &d.rep.VMs[i]
 		switch {
+		case errors.Is(err, virt.ErrNotFound):
+			// Moved or undefined by someone else meanwhile: nothing to do.
+			vm.State, vm.Reason, vm.FinishedAt = DrainVMSkipped, "no longer on "+d.src.Name+" (moved or undefined meanwhile)", now
 		case err != nil:
-			// The VM vanished or the source stopped answering: retry later.
+			// The source stopped answering, say: try again later, not forever.
+			d.requeues[i]++
+			if d.requeues[i] > maxRequeues {
+				vm.State, vm.Error, vm.FinishedAt = DrainVMFailed, "placement: "+err.Error(), now
+				break
+			}
 			vm.State, vm.Reason = DrainVMWaiting, "placement: "+err.Error()
 			d.nextTry[i] = now.Add(d.req.Backoff)
 		case p.Host == "" && p.OnlyBusy():
@@ -697,6 +705,14 @@ func (d *drainRun) end(ctx context.Context, failure error) (*DrainReport, error)
 	}
 	r.Remaining = nil
 	needsRecover := false
+	if d.cancelled {
+		// Requeued after the cancel: they will not start either.
+		for i := range r.VMs {
+			if v := &r.VMs[i]; v.State == DrainVMPending || v.State == DrainVMWaiting {
+				v.State, v.Reason = DrainVMNotStarted, "drain cancelled before its turn"
+			}
+		}
+	}
 	for _, di := range left {
 		if d.req.RunningOnly && !di.State.Active() {
 			continue

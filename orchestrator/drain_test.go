@@ -340,3 +340,25 @@ func TestInventoryLimits(t *testing.T) {
 		t.Fatalf("negative limit: %v", err)
 	}
 }
+
+// A VM undefined by someone else during the drain is skipped, not waited
+// for forever; the host still ends empty.
+func TestDrainSkipsVMThatVanished(t *testing.T) {
+	f := newDrainFixture(t, map[string]uint64{"v1": 64 << 20, "v2": 128 << 20})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var once sync.Once
+	rep, err := f.c.Drain(ctx, DrainRequest{Host: "host-a", Parallel: 1, Progress: func(r DrainReport) {
+		if r.VMs[0].State == DrainVMMoving {
+			once.Do(func() {
+				d, _ := f.a.LookupDomain("v2")
+				d.(*virttest.Domain).SetState(virt.StateShutoff, "destroyed")
+				_ = d.Undefine(false)
+				f.releaseAll(ctx)
+			})
+		}
+	}})
+	if err != nil || !rep.Empty || rep.VMs[1].State != DrainVMSkipped || !strings.Contains(rep.VMs[1].Reason, "no longer on host-a") {
+		t.Fatalf("err %v, report %+v", err, rep.VMs)
+	}
+}

@@ -411,8 +411,8 @@ func (j *Journal) AcquireSlot(ctx context.Context, migrationID string, src, dst 
 		if max <= 0 {
 			return nil
 		}
-		var n int
-		if err := tx.QueryRowContext(ctx, "SELECT COUNT(*) FROM move_slots WHERE "+col+" = ? AND released_at IS NULL", h.Key).Scan(&n); err != nil {
+		n, err := openSlots(ctx, tx, col, h.Key)
+		if err != nil {
 			return fmt.Errorf("move slot: %w", err)
 		}
 		if n >= max {
@@ -433,11 +433,42 @@ func (j *Journal) AcquireSlot(ctx context.Context, migrationID string, src, dst 
 	return tx.Commit()
 }
 
+// querier is a *sql.DB or a *sql.Tx.
+type querier interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+// openSlots counts the open slots with col (dst_key or src_key) = key. A
+// slot whose migration's ferry process is known to be dead is not counted:
+// a crash must not block every later move until someone runs recover (the
+// journal row still waits for recover, and its memory stays reserved).
+func openSlots(ctx context.Context, q querier, col, key string) (int, error) {
+	rows, err := q.QueryContext(ctx, `SELECT COALESCE(m.owner, '') FROM move_slots s LEFT JOIN migrations m ON m.id = s.migration_id
+		WHERE s.`+col+` = ? AND s.released_at IS NULL`, key)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var owner string
+		if err := rows.Scan(&owner); err != nil {
+			return 0, err
+		}
+		if owner == "" || ownerAlive(owner) {
+			n++
+		}
+	}
+	return n, rows.Err()
+}
+
 // InFlight counts the open move slots into (incoming) and out of (outgoing)
 // a host, by host key.
 func (j *Journal) InFlight(ctx context.Context, key string) (incoming, outgoing int, err error) {
-	err = j.db.QueryRowContext(ctx, `SELECT COALESCE(SUM(dst_key = ?), 0), COALESCE(SUM(src_key = ?), 0)
-		FROM move_slots WHERE released_at IS NULL`, key, key).Scan(&incoming, &outgoing)
+	if incoming, err = openSlots(ctx, j.db, "dst_key", key); err != nil {
+		return 0, 0, err
+	}
+	outgoing, err = openSlots(ctx, j.db, "src_key", key)
 	return incoming, outgoing, err
 }
 

@@ -128,3 +128,31 @@ func TestAcquireSlotAcrossConnections(t *testing.T) {
 		t.Fatalf("second outgoing slot: %v", err)
 	}
 }
+
+// A slot held by a migration whose ferry process died does not block
+// later moves; one held by a live process does.
+func TestSlotOfDeadProcessDoesNotCount(t *testing.T) {
+	ctx := context.Background()
+	j := openTestJournal(t, filepath.Join(t.TempDir(), "ferry.db"))
+	dst := SlotHost{Key: "uuid-b", Name: "host-b"}
+	for _, r := range []*Record{
+		{ID: "dead", Kind: "live", VM: "a", State: StateRunning, Owner: "999999999:1"},
+		{ID: "alive", Kind: "live", VM: "b", State: StateRunning, Owner: ownerToken()},
+	} {
+		if err := j.Create(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := j.AcquireSlot(ctx, "dead", SlotHost{Key: "s1", Name: "s1"}, dst, Limits{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.AcquireSlot(ctx, "alive", SlotHost{Key: "s2", Name: "s2"}, dst, Limits{MaxIncoming: 1}); err != nil {
+		t.Fatalf("the dead process's slot blocked a new one: %v", err)
+	}
+	if err := j.AcquireSlot(ctx, "next", SlotHost{Key: "s3", Name: "s3"}, dst, Limits{MaxIncoming: 1}); !errors.Is(err, ErrLimit) {
+		t.Fatalf("a live process's slot did not count: %v", err)
+	}
+	if in, _, _ := j.InFlight(ctx, "uuid-b"); in != 1 {
+		t.Fatalf("InFlight = %d, want 1", in)
+	}
+}
