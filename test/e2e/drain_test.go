@@ -376,3 +376,60 @@ func TestDrainOverAPI(t *testing.T) {
 		t.Fatalf("the CLI does not see the API's drain:\n%s", st.stdout)
 	}
 }
+
+// The destination's libvirtd dies during a drain's move: the move rolls back,
+// is retried on the other host, and the drain still empties host1.
+func TestDrainRetriesElsewhereWhenDestinationDies(t *testing.T) {
+	needHosts(t, 3)
+	e := newEnv(t)
+	undrainAfter(e, "host1")
+	for _, n := range []string{"rt-a", "rt-b"} {
+		newGuest(t, n, guestSpec{memMiB: 256, wssMiB: 64, rate: 3000})
+	}
+	c := e.cmd(t.Context(), "drain", "host1", "--parallel", "1", "--backoff", "1s", "-o", "json")
+	var stdout, stderr strings.Builder
+	c.Stdout, c.Stderr = &stdout, &stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var first orchestrator.DrainVM
+	waitFor(t, "the first move's pre-copy", 60*time.Second, func() bool {
+		var rep orchestrator.DrainReport
+		st := e.ferry("drain", "host1", "--status", "-o", "json")
+		if json.Unmarshal([]byte(st.stdout), &rep) != nil {
+			return false
+		}
+		for _, v := range rep.VMs {
+			if v.State == orchestrator.DrainVMMoving && v.Stage == "pre-copy" {
+				first = v
+				return true
+			}
+		}
+		return false
+	})
+	dead := strings.TrimPrefix(first.Dest, "host")
+	t.Cleanup(func() { restartLabHost(t) }) // before the guests' cleanup
+	kill(t, libvirtdPID(t, dead), syscall.SIGKILL)
+	err := c.Wait()
+	t.Logf("drain:\n%s\n%s", stdout.String(), stderr.String())
+	if err != nil {
+		t.Fatalf("drain after a destination died: %v", err)
+	}
+	var rep orchestrator.DrainReport
+	if err := json.Unmarshal([]byte(stdout.String()), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Empty || rep.Moved != 2 {
+		t.Fatalf("report %+v", rep)
+	}
+	restartLabHost(t)
+	for _, v := range rep.VMs {
+		if v.VM == first.VM && (v.Attempts != 2 || len(v.Migrations) != 2 || v.Dest == first.Dest) {
+			t.Fatalf("%s: attempts %d, migrations %v, now on %s (first try %s)", v.VM, v.Attempts, v.Migrations, v.Dest, first.Dest)
+		}
+		runsExactlyOn(t, v.VM, strings.TrimPrefix(v.Dest, "host"))
+	}
+	if rows := e.history(first.VM); len(rows) < 2 || rows[len(rows)-1].State != orchestrator.StateRolledBack {
+		t.Fatalf("the first attempt is not rolled_back in the journal: %+v", rows)
+	}
+}
