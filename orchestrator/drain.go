@@ -63,7 +63,7 @@ func (c *Controller) Drain(ctx context.Context, req DrainRequest) (*DrainReport,
 		id = uuid.NewString()
 	}
 	d := &drainRun{c: c, req: req, src: src, targets: targets, conns: map[string]virt.Host{},
-		done: make(chan moveOutcome, req.Parallel), inflightTo: map[string]int{},
+		done: make(chan moveOutcome, req.Parallel), inflightTo: map[string]int{}, keys: map[string]string{},
 		log: c.log().WithFields(logrus.Fields{"drain": id, "host": src.Name})}
 	d.rep = &DrainReport{ID: id, Host: src.Name, State: DrainRunning, DryRun: req.DryRun, Parallel: req.Parallel,
 		MaxPerTarget: req.MaxPerTarget, StartedAt: c.now(), Owner: ownerToken(), VMs: []DrainVM{}}
@@ -268,6 +268,7 @@ type drainRun struct {
 	nextTry    []time.Time
 	requeues   []int
 	inflightTo map[string]int
+	keys       map[string]string // target name -> host UUID as placement saw it; loop goroutine only
 	lastSave   time.Time
 }
 
@@ -384,6 +385,7 @@ func (d *drainRun) place(ctx context.Context, i int, planned map[string]uint64) 
 				cand.Clash = fmt.Sprintf("a domain %q (UUID %s, %s) is already defined there", di.Name, di.UUID, di.State)
 			}
 			if id, err := conn.Identity(); err == nil {
+				d.keys[h.Name] = id.UUID
 				in, _, err := d.c.Journal.InFlight(ctx, id.UUID)
 				if err != nil {
 					return Placement{}, err
@@ -512,8 +514,28 @@ func (d *drainRun) cancel(why string) {
 	d.changed(context.Background(), true)
 }
 
+// anyTargetFree reports whether some target may take a move now; when
+// none can, placing every waiting VM (several calls per host each) would
+// only learn that again, every tick.
+func (d *drainRun) anyTargetFree(ctx context.Context) bool {
+	for _, h := range d.targets {
+		key, ok := d.keys[h.Name]
+		if !ok {
+			return true // not seen yet
+		}
+		in, _, err := d.c.Journal.InFlight(ctx, key)
+		if err != nil || max(in, d.inflightTo[h.Name]) < d.req.MaxPerTarget {
+			return true
+		}
+	}
+	return false
+}
+
 // schedule starts moves in order while the drain has room.
 func (d *drainRun) schedule(ctx, moveCtx context.Context) {
+	if d.running >= d.req.Parallel || !d.anyTargetFree(ctx) {
+		return
+	}
 	now := d.c.now()
 	for i := range d.rep.VMs {
 		if d.running >= d.req.Parallel {
