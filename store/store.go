@@ -15,7 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // registers the "sqlite" driver
 )
 
 // DefaultPath is where ferry keeps its state when neither --state nor
@@ -47,15 +47,47 @@ func Open(ctx context.Context, path string) (*sql.DB, error) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrOpen, path, err)
 		}
 	}
-	dsn := fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=journal_mode(WAL)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate",
+	// journal_mode is not a per-connection pragma here: see useWAL.
+	dsn := fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate",
 		path, busyTimeout.Milliseconds())
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrOpen, path, err)
 	}
-	if err := db.PingContext(ctx); err != nil {
+	if err := useWAL(ctx, db); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("%w: %s: %w", ErrOpen, path, err)
 	}
 	return db, nil
+}
+
+// walRetry is the pause between attempts to switch a file to WAL.
+const walRetry = 20 * time.Millisecond
+
+// useWAL puts the file in WAL mode (persistent: once per file, a no-op
+// after). Switching takes an exclusive lock, and when another process holds
+// the file (one opening it at the same instant) SQLite answers SQLITE_BUSY at
+// once instead of waiting busy_timeout, so that wait is done here.
+func useWAL(ctx context.Context, db *sql.DB) error {
+	deadline := time.Now().Add(busyTimeout)
+	for {
+		var mode string
+		err := db.QueryRowContext(ctx, "PRAGMA journal_mode=WAL").Scan(&mode)
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(walRetry):
+		}
+	}
+}
+
+// sqliteBusy is SQLITE_BUSY, the primary code of every "database is locked".
+const sqliteBusy = 5
+
+func isBusy(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqliteBusy
 }

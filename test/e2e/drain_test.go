@@ -244,15 +244,22 @@ func TestDrainCancelAndRerun(t *testing.T) {
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- c.Wait() }()
 	// Interrupt once the first move has started its copy.
 	waitFor(t, "the first move's pre-copy", 60*time.Second, func() bool {
+		select {
+		case err := <-exited:
+			t.Fatalf("the drain ended before it was interrupted (%v):\n%s\n%s", err, stdout.String(), stderr.String())
+		default:
+		}
 		st := e.ferry("drain", "host1", "--status", "-o", "json")
 		return strings.Contains(st.stdout, `"stage": "pre-copy"`)
 	})
 	if err := c.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	err := c.Wait()
+	err := <-exited
 	t.Logf("first drain:\n%s\n%s", stdout.String(), stderr.String())
 	var ee *exec.ExitError
 	if err == nil || !asExit(err, &ee) || ee.ExitCode() != 1 {
