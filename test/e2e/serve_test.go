@@ -23,17 +23,24 @@ import (
 
 // serveProc is a `ferry serve` child process and a client for its API.
 type serveProc struct {
-	t     *testing.T
-	url   string
-	token string
-	out   *syncBuffer
+	t      *testing.T
+	url    string
+	token  string
+	out    *syncBuffer
+	client *http.Client
 }
 
-var listenRE = regexp.MustCompile(`listening on (http://127\.0\.0\.1:\d+)`)
+var listenRE = regexp.MustCompile(`listening on (https?://127\.0\.0\.1:\d+)`)
 
 // startServe starts the real binary on a free loopback port with its own
 // token file, waits for /healthz and stops it by PID when the test ends.
 func startServe(t *testing.T, e *env, args ...string) *serveProc {
+	t.Helper()
+	return startServeClient(t, e, http.DefaultClient, args...)
+}
+
+// startServeClient is startServe talking to the server through client.
+func startServeClient(t *testing.T, e *env, client *http.Client, args ...string) *serveProc {
 	t.Helper()
 	tokFile := filepath.Join(t.TempDir(), "api-token")
 	tok := fmt.Sprintf("e2e-%d-%d-token", os.Getpid(), time.Now().UnixNano())
@@ -42,7 +49,7 @@ func startServe(t *testing.T, e *env, args ...string) *serveProc {
 	}
 	cmd := e.cmd(context.Background(), append([]string{"serve", "--listen", "127.0.0.1:0", "--token-file", tokFile,
 		"--poll-interval", "1s", "--poll-timeout", "1s", "--log-level", "info"}, args...)...)
-	p := &serveProc{t: t, token: tok, out: &syncBuffer{}}
+	p := &serveProc{t: t, token: tok, out: &syncBuffer{}, client: client}
 	var errb syncBuffer
 	cmd.Stdout, cmd.Stderr = p.out, &errb
 	if err := cmd.Start(); err != nil {
@@ -81,7 +88,7 @@ func startServe(t *testing.T, e *env, args ...string) *serveProc {
 		return m != nil
 	})
 	waitFor(t, "/healthz", 30*time.Second, func() bool {
-		resp, err := http.Get(p.url + "/healthz")
+		resp, err := p.client.Get(p.url + "/healthz")
 		if err != nil {
 			return false
 		}
@@ -106,7 +113,7 @@ func (p *serveProc) do(method, path, auth, body string) (int, map[string]any, st
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := p.client.Do(req)
 	if err != nil {
 		p.t.Fatalf("%s %s: %v", method, path, err)
 	}
