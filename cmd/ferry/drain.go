@@ -127,8 +127,10 @@ func (o *drainOptions) validate(cmd *cobra.Command) error {
 			return usagef("--cancel and --status do not go together")
 		}
 		var extra []string
-		cmd.LocalNonPersistentFlags().Visit(func(f *pflag.Flag) {
-			if f.Name != "cancel" && f.Name != "status" {
+		// VisitAll + Changed: the flag set LocalNonPersistentFlags builds
+		// is a copy that never saw the parse, so its Visit sees nothing.
+		cmd.LocalNonPersistentFlags().VisitAll(func(f *pflag.Flag) {
+			if f.Changed && f.Name != "cancel" && f.Name != "status" {
 				extra = append(extra, "--"+f.Name)
 			}
 		})

@@ -1,0 +1,39 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// Bad drain input is refused before anything is opened, naming what is wrong.
+func TestDrainCommandInput(t *testing.T) {
+	for _, s := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"drain"}, "exactly one host"},
+		{[]string{"drain", "bad name!"}, "not a valid inventory name"},
+		{[]string{"drain", "host1", "--parallel", "0"}, "--parallel 0"},
+		{[]string{"drain", "host1", "--max-per-target", "-1"}, "--max-per-target -1"},
+		{[]string{"drain", "host1", "--order", "biggest"}, `--order "biggest"`},
+		{[]string{"drain", "host1", "--backoff", "5x"}, `--backoff "5x"`},
+		{[]string{"drain", "host1", "--to", "host1"}, "--to host1 is the host being drained"},
+		{[]string{"drain", "host1", "--avoid-label", "rack"}, "key=value"},
+		{[]string{"drain", "host1", "--cancel", "--status"}, "do not go together"},
+		{[]string{"drain", "host1", "--cancel", "--parallel", "3"}, "--parallel with --cancel/--status"},
+		{[]string{"drain", "host1", "--status", "--dry-run", "--order", "name"}, "--dry-run, --order with --cancel/--status"},
+	} {
+		root := newRootCmd()
+		var out, errb bytes.Buffer
+		root.SetOut(&out)
+		root.SetErr(&errb)
+		root.SetArgs(append([]string{"--state", filepath.Join(t.TempDir(), "ferry.db"), "--config", filepath.Join(t.TempDir(), "none.yaml")}, s.args...))
+		err := root.ExecuteContext(context.Background())
+		if code := exitCode(err); code != 2 || err == nil || !strings.Contains(err.Error(), s.want) {
+			t.Errorf("ferry %s: exit %d, error %v; want exit 2 and %q", strings.Join(s.args, " "), code, err, s.want)
+		}
+	}
+}
