@@ -630,7 +630,10 @@ func (d *drainRun) start(moveCtx context.Context, i int, p Placement) {
 func (d *drainRun) progress(i int, stage string, pct float64, sent uint64) {
 	d.mu.Lock()
 	v := &d.rep.VMs[i]
-	v.Stage, v.Percent, v.SentBytes = stage, pct, sent
+	v.Stage, v.Percent = stage, pct
+	if sent > 0 { // stage messages carry no byte count
+		v.SentBytes = sent
+	}
 	d.mu.Unlock()
 	d.changed(context.Background(), false)
 }
@@ -748,6 +751,7 @@ func (d *drainRun) end(ctx context.Context, failure error) (*DrainReport, error)
 		}
 		r.Remaining = append(r.Remaining, fmt.Sprintf("%s (%s): %s", di.Name, di.State, why))
 	}
+	sort.Strings(r.Remaining)
 	r.Empty = lerr == nil && len(r.Remaining) == 0 && failure == nil
 	r.FinishedAt = d.c.now()
 	switch {

@@ -85,6 +85,9 @@ func (p *drainPrinter) finish() {
 func drainSummary(r orchestrator.DrainReport) string {
 	s := fmt.Sprintf("%d/%d moved, %d moving, %d failed, %d left, %s sent", r.Moved, len(r.VMs),
 		countState(&r, orchestrator.DrainVMMoving), r.Failed, r.Left-countState(&r, orchestrator.DrainVMMoving), bytesIEC(r.SentBytes))
+	if n := countState(&r, orchestrator.DrainVMNotStarted); n > 0 {
+		s += fmt.Sprintf(", %d not started", n)
+	}
 	if n := countState(&r, orchestrator.DrainVMSkipped); n > 0 {
 		s += fmt.Sprintf(", %d skipped", n)
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ferryvm/ferry/orchestrator"
 )
 
 // Bad drain input is refused before anything is opened, naming what is wrong.
@@ -35,5 +37,19 @@ func TestDrainCommandInput(t *testing.T) {
 		if code := exitCode(err); code != 2 || err == nil || !strings.Contains(err.Error(), s.want) {
 			t.Errorf("ferry %s: exit %d, error %v; want exit 2 and %q", strings.Join(s.args, " "), code, err, s.want)
 		}
+	}
+}
+
+// The summary counts every VM: a cancelled drain's not-started VMs are not
+// hidden behind "0 left".
+func TestDrainSummaryCountsNotStarted(t *testing.T) {
+	r := orchestrator.DrainReport{Moved: 1, VMs: []orchestrator.DrainVM{
+		{VM: "a", State: orchestrator.DrainVMMoved},
+		{VM: "b", State: orchestrator.DrainVMNotStarted},
+		{VM: "c", State: orchestrator.DrainVMNotStarted},
+		{VM: "d", State: orchestrator.DrainVMSkipped},
+	}}
+	if got, want := drainSummary(r), "1/4 moved, 0 moving, 0 failed, 0 left, 0 B sent, 2 not started, 1 skipped"; got != want {
+		t.Fatalf("summary %q, want %q", got, want)
 	}
 }
