@@ -19,12 +19,12 @@ type drainPrinter struct {
 	tty      bool
 	start    time.Time
 	seen     map[string]string // vm -> "state/stage"
-	width    int
+	line     statusLine
 	lastSumm time.Time
 }
 
 func newDrainPrinter(w io.Writer, tty bool) *drainPrinter {
-	return &drainPrinter{w: w, tty: tty, start: time.Now(), seen: map[string]string{}}
+	return &drainPrinter{w: w, tty: tty, start: time.Now(), seen: map[string]string{}, line: statusLine{w: w}}
 }
 
 func (p *drainPrinter) update(r orchestrator.DrainReport) {
@@ -48,20 +48,10 @@ func (p *drainPrinter) update(r orchestrator.DrainReport) {
 	}
 	summ := fmt.Sprintf("%7s  %s: %s", dur(time.Since(p.start)), r.Host, drainSummary(r))
 	if p.tty {
-		pad := ""
-		if n := p.width - len(summ); n > 0 {
-			pad = strings.Repeat(" ", n)
-		}
 		for _, l := range lines {
-			lpad := ""
-			if n := p.width - len(l); n > 0 {
-				lpad = strings.Repeat(" ", n)
-			}
-			fmt.Fprintf(p.w, "\r%s%s\n", l, lpad)
-			p.width = 0
+			p.line.keep(l)
 		}
-		fmt.Fprintf(p.w, "\r%s%s", summ, pad)
-		p.width = len(summ)
+		p.line.redraw(summ)
 		return
 	}
 	for _, l := range lines {
@@ -76,9 +66,7 @@ func (p *drainPrinter) update(r orchestrator.DrainReport) {
 func (p *drainPrinter) finish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.tty && p.width > 0 {
-		fmt.Fprintln(p.w)
-	}
+	p.line.end()
 }
 
 // drainSummary is the one-line state of a drain.

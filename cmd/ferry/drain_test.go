@@ -53,3 +53,46 @@ func TestDrainSummaryCountsNotStarted(t *testing.T) {
 		t.Fatalf("summary %q, want %q", got, want)
 	}
 }
+
+// On a terminal, kept lines blank what the longer status line left and the
+// status line is redrawn in place; end moves below it.
+func TestStatusLine(t *testing.T) {
+	var b bytes.Buffer
+	l := statusLine{w: &b}
+	l.redraw("status one, quite long")
+	l.keep("kept")
+	l.redraw("short")
+	l.redraw("s")
+	l.end()
+	l.end() // once only
+	want := "\rstatus one, quite long" + "\rkept" + strings.Repeat(" ", 18) + "\n" + "\rshort" + "\rs    " + "\n"
+	if b.String() != want {
+		t.Fatalf("drawn %q, want %q", b.String(), want)
+	}
+}
+
+// Each progress printer, as built for a terminal, keeps messages and
+// redraws its figures line.
+func TestPrintersOnATerminal(t *testing.T) {
+	var b bytes.Buffer
+	pp := newProgressPrinter(&b, true)
+	pp.update(orchestrator.Progress{Stage: orchestrator.StagePreCopy, Message: "pre-copy started"})
+	pp.update(orchestrator.Progress{Stage: orchestrator.StagePreCopy, TotalBytes: 100, Percent: 50})
+	pp.finish()
+	cp := newColdPrinter(&b, true)
+	var cm orchestrator.ColdProgress
+	cm.Message = "2 artifacts"
+	cp.update(cm)
+	var cf orchestrator.ColdProgress
+	cf.TotalBytes, cf.MoveTotalBytes, cf.MovePositionBytes, cf.Artifact = 100, 100, 50, "disk vda"
+	cp.update(cf)
+	cp.finish()
+	dp := newDrainPrinter(&b, true)
+	dp.update(orchestrator.DrainReport{Host: "host1", VMs: []orchestrator.DrainVM{{VM: "web", State: orchestrator.DrainVMMoving, Stage: "pre-copy"}}})
+	dp.finish()
+	for _, want := range []string{"pre-copy started\n", "50.0%", "2 artifacts\n", "disk vda", "web", "host1: 0/1 moved, 1 moving"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("no %q in %q", want, b.String())
+		}
+	}
+}

@@ -209,7 +209,7 @@ func (o *migrateOptions) runCold(cmd *cobra.Command, a *app, c *orchestrator.Con
 	out := cmd.OutOrStdout()
 	var pr *coldPrinter
 	if !a.json() && !o.plan {
-		pr = &coldPrinter{w: out, tty: isTerminal(out)}
+		pr = newColdPrinter(out, isTerminal(out))
 		o.creq.Progress = pr.update
 	}
 	res, err := c.MigrateCold(cmd.Context(), o.creq)

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -20,7 +19,11 @@ type coldPrinter struct {
 	w        io.Writer
 	tty      bool
 	lastLine time.Time
-	width    int
+	line     statusLine
+}
+
+func newColdPrinter(w io.Writer, tty bool) *coldPrinter {
+	return &coldPrinter{w: w, tty: tty, line: statusLine{w: w}}
 }
 
 func (p *coldPrinter) update(pr orchestrator.ColdProgress) {
@@ -28,11 +31,11 @@ func (p *coldPrinter) update(pr orchestrator.ColdProgress) {
 	defer p.mu.Unlock()
 	head := fmt.Sprintf("[%d %-13s] %7s", int(pr.Stage), pr.StageName, dur(time.Duration(pr.ElapsedMS)*time.Millisecond))
 	if pr.Message != "" {
-		if p.tty && p.width > 0 {
-			fmt.Fprintf(p.w, "\r%s\r", strings.Repeat(" ", p.width))
-			p.width = 0
+		if p.tty {
+			p.line.keep(head + "  " + pr.Message)
+		} else {
+			fmt.Fprintf(p.w, "%s  %s\n", head, pr.Message)
 		}
-		fmt.Fprintf(p.w, "%s  %s\n", head, pr.Message)
 		return
 	}
 	if pr.TotalBytes == 0 {
@@ -42,12 +45,7 @@ func (p *coldPrinter) update(pr orchestrator.ColdProgress) {
 	line := fmt.Sprintf("%s  %5.1f%%  %d/%d %s  %s sent  %s  ETA %s", head, pct, pr.Index+1, pr.Count, pr.Artifact,
 		bytesIEC(uint64(pr.MoveSentBytes)), rate(pr.RateBytesPerSec), dur(time.Duration(pr.ETAMS)*time.Millisecond))
 	if p.tty {
-		pad := ""
-		if n := p.width - len(line); n > 0 {
-			pad = strings.Repeat(" ", n)
-		}
-		fmt.Fprintf(p.w, "\r%s%s", line, pad)
-		p.width = len(line)
+		p.line.redraw(line)
 		return
 	}
 	if time.Since(p.lastLine) >= time.Second {
@@ -59,9 +57,7 @@ func (p *coldPrinter) update(pr orchestrator.ColdProgress) {
 func (p *coldPrinter) finish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.tty && p.width > 0 {
-		fmt.Fprintln(p.w)
-	}
+	p.line.end()
 }
 
 func printColdPlan(w io.Writer, r *orchestrator.ColdResult) {

@@ -10,19 +10,54 @@ import (
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
+// statusLine draws on a terminal: lines that stay, and below them one
+// status line redrawn in place.
+type statusLine struct {
+	w     io.Writer
+	width int // length of the redrawn line now on screen
+}
+
+// keep prints a line that stays, over the status line.
+func (l *statusLine) keep(s string) {
+	fmt.Fprintf(l.w, "\r%s%s\n", s, l.pad(s))
+	l.width = 0
+}
+
+// redraw replaces the status line.
+func (l *statusLine) redraw(s string) {
+	fmt.Fprintf(l.w, "\r%s%s", s, l.pad(s))
+	l.width = len(s)
+}
+
+// pad blanks what a longer status line left.
+func (l *statusLine) pad(s string) string {
+	if n := l.width - len(s); n > 0 {
+		return strings.Repeat(" ", n)
+	}
+	return ""
+}
+
+// end leaves the status line on screen and moves below it.
+func (l *statusLine) end() {
+	if l.width > 0 {
+		fmt.Fprintln(l.w)
+		l.width = 0
+	}
+}
+
 // progressPrinter shows a migration's progress: one redrawn line on a
 // terminal, plain lines (stage changes and one a second) otherwise.
 type progressPrinter struct {
 	mu        sync.Mutex
 	w         io.Writer
 	tty       bool
+	line      statusLine
 	lastStage orchestrator.Stage
 	lastLine  time.Time
-	width     int // length of the redrawn line now on screen
 }
 
 func newProgressPrinter(w io.Writer, tty bool) *progressPrinter {
-	return &progressPrinter{w: w, tty: tty, lastStage: -1}
+	return &progressPrinter{w: w, tty: tty, line: statusLine{w: w}, lastStage: -1}
 }
 
 func (p *progressPrinter) update(pr orchestrator.Progress) {
@@ -30,18 +65,12 @@ func (p *progressPrinter) update(pr orchestrator.Progress) {
 	defer p.mu.Unlock()
 	line := formatProgress(pr)
 	if p.tty {
-		pad := ""
-		if n := p.width - len(line); n > 0 {
-			pad = strings.Repeat(" ", n) // blank what the longer previous line left
-		}
+		// Stage changes and policy decisions stay on screen; the figures
+		// line below them is redrawn in place.
 		if pr.Message != "" {
-			// Stage changes and policy decisions stay on screen; the
-			// figures line below them is redrawn in place.
-			fmt.Fprintf(p.w, "\r%s%s\n", line, pad)
-			p.width = 0
+			p.line.keep(line)
 		} else {
-			fmt.Fprintf(p.w, "\r%s%s", line, pad)
-			p.width = len(line)
+			p.line.redraw(line)
 		}
 		return
 	}
@@ -55,9 +84,7 @@ func (p *progressPrinter) update(pr orchestrator.Progress) {
 func (p *progressPrinter) finish() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.tty && p.width > 0 {
-		fmt.Fprintln(p.w)
-	}
+	p.line.end()
 }
 
 func formatProgress(pr orchestrator.Progress) string {
