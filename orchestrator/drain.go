@@ -626,16 +626,18 @@ func (d *drainRun) start(moveCtx context.Context, i int, p Placement) {
 	}()
 }
 
-// progress records a move's stage and bytes.
+// progress records a move's stage and bytes. A new stage is saved at once
+// (other processes follow stages), figures at most once a second.
 func (d *drainRun) progress(i int, stage string, pct float64, sent uint64) {
 	d.mu.Lock()
 	v := &d.rep.VMs[i]
+	newStage := v.Stage != stage
 	v.Stage, v.Percent = stage, pct
 	if sent > 0 { // stage messages carry no byte count
 		v.SentBytes = sent
 	}
 	d.mu.Unlock()
-	d.changed(context.Background(), false)
+	d.changed(context.Background(), newStage)
 }
 
 // finish settles a move's outcome.
