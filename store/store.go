@@ -15,7 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"modernc.org/sqlite" // registers the "sqlite" driver
+	"modernc.org/sqlite" // the "sqlite" driver, and its error codes
 )
 
 // DefaultPath is where ferry keeps its state when neither --state nor
