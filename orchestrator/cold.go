@@ -250,6 +250,14 @@ func (c *Controller) MigrateCold(ctx context.Context, req ColdRequest) (*ColdRes
 
 func (cm *cold) refusedCold(ctx context.Context, err error) (*ColdResult, error) {
 	_, err = cm.refused(ctx, err)
+	if cm.prevRow != nil {
+		// The interrupted move this run took over stays for the next run or
+		// for recover: its copies are still on the destination.
+		bg := context.WithoutCancel(ctx)
+		if jerr := cm.c.Journal.Update(bg, cm.prevRow.ID, map[string]any{"state": cm.prevRow.State, "finished_at": nil, "notes": cm.prevRow.Notes}); jerr != nil {
+			cm.log.WithError(jerr).Error("journal: handing the interrupted move back")
+		}
+	}
 	cm.cres.Checks = cm.res.Checks
 	cm.cres.Source, cm.cres.Dest, cm.cres.VMUUID = cm.src.Name, cm.dst.Name, cm.info.UUID
 	cm.cres.State, cm.cres.Error, cm.cres.Finished = StateRefused, err.Error(), cm.c.now()
@@ -303,11 +311,13 @@ func (cm *cold) preflight(ctx context.Context) error {
 	if !cm.info.Persistent {
 		return refuse(ErrInvalidRequest, nil, "VM %s is transient on %s: a cold move needs a persistent definition", cm.info.Name, cm.src.Name)
 	}
-	if js, err := cm.dom.JobStats(false); err == nil && js.Type != virt.JobNone && js.Type != "" {
-		return refuse(ErrBusy, nil, "VM %s has a job in progress on %s; wait for it or abort it with virsh domjobabort", cm.info.Name, cm.src.Name)
-	}
+	// The claim comes before the job check, so that a move losing a race
+	// names the winner's migration rather than "a job in progress".
 	if err := cm.checkOpenRow(ctx); err != nil {
 		return err
+	}
+	if js, err := cm.dom.JobStats(false); err == nil && js.Type != virt.JobNone && js.Type != "" {
+		return refuse(ErrBusy, nil, "VM %s has a job in progress on %s; wait for it or abort it with virsh domjobabort", cm.info.Name, cm.src.Name)
 	}
 	xml, err := cm.dom.XML(false)
 	if err != nil {
@@ -328,22 +338,21 @@ func (cm *cold) preflight(ctx context.Context) error {
 	return cm.reserveCold(ctx, xml)
 }
 
-// checkOpenRow refuses a VM with an unfinished migration, except an
-// interrupted cold move to the same destination, which this run resumes.
+// checkOpenRow claims the VM for this move (Journal.Claim): it refuses a VM
+// with an unfinished migration, except an interrupted cold move to the same
+// destination whose process is gone, which this run takes over and resumes.
 func (cm *cold) checkOpenRow(ctx context.Context) error {
 	if cm.creq.PlanOnly {
 		return nil
 	}
-	open, err := cm.c.Journal.OpenForVM(ctx, cm.info.UUID)
-	if err != nil || open == nil || open.ID == cm.rec.ID {
+	open, err := cm.c.Journal.Claim(ctx, cm.rec.ID, cm.info.UUID, nil, func(open *Record, alive bool) bool {
+		return open.Kind == "cold" && open.DestURI == cm.dst.URI && open.SourceURI == cm.src.URI &&
+			open.Stage < StageCommitment && (open.State == StateFailed || !alive)
+	})
+	if err != nil || open == nil {
 		return err
 	}
-	resumable := open.Kind == "cold" && open.DestURI == cm.dst.URI && open.SourceURI == cm.src.URI &&
-		open.Stage < StageCommitment && (open.State == StateFailed || !ownerAlive(open.Owner))
-	if !resumable {
-		return refuse(ErrBusy, nil, "VM %s has an unfinished %s migration %s (%s, stage %s); run `ferry recover` if its process is gone",
-			cm.info.Name, open.Kind, open.ID, open.State, open.StageName)
-	}
+	cm.prevRow = open
 	arts, err := cm.c.Journal.Artifacts(ctx, open.ID)
 	if err != nil {
 		return err
@@ -352,7 +361,6 @@ func (cm *cold) checkOpenRow(ctx context.Context) error {
 	for _, a := range arts {
 		cm.prev[a.Key()] = a
 	}
-	cm.prevRow = open
 	cm.cres.ResumedFrom = open.ID
 	// Its space is counted again by this run's reservation.
 	if err := cm.c.Journal.Release(ctx, open.ID); err != nil {
@@ -541,9 +549,6 @@ func (r *coldRecorder) stage() Stage {
 func (cm *cold) run(ctx context.Context) (*ColdResult, error) {
 	c, id := cm.c, cm.rec.ID
 	bg := context.WithoutCancel(ctx)
-	if cm.prevRow != nil {
-		_ = c.Journal.Finish(bg, cm.prevRow.ID, StateResumed, cm.prevRow.Error, map[string]any{"notes": "its copies were taken over by " + id})
-	}
 	cm.fire(bg, cm.payload(HookReservation))
 	srcS, _ := virt.StorageOf(cm.srcConn)
 	dstS, _ := virt.StorageOf(cm.dstConn)

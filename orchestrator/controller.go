@@ -344,15 +344,16 @@ func (m *migration) preflight(ctx context.Context) error {
 	if m.info.State != virt.StateRunning {
 		return m.check("vm-running", refuse(ErrNotRunning, nil, "VM %s is %s on %s: live migration needs a running VM (start it, or move it with --cold)", m.info.Name, m.info.State, m.src.Name), "")
 	}
+	if !req.DryRun {
+		// One VM, one move: the check and the claim are one transaction.
+		// Before the job check, so that the loser of a race names the winner.
+		if _, err := c.Journal.Claim(ctx, m.rec.ID, m.info.UUID, map[string]any{"vm_name": m.info.Name,
+			"src_name": m.src.Name, "src_uri": m.src.URI, "dst_name": m.dst.Name, "dst_uri": m.dst.URI}, nil); err != nil {
+			return err
+		}
+	}
 	if js, err := m.dom.JobStats(false); err == nil && js.Type != virt.JobNone && js.Type != "" {
 		return refuse(ErrBusy, nil, "VM %s has a job in progress on %s (another migration?); wait for it or abort it with virsh domjobabort", m.info.Name, m.src.Name)
-	}
-	if !req.DryRun {
-		if open, err := c.Journal.OpenForVM(ctx, m.info.UUID); err != nil {
-			return err
-		} else if open != nil && open.ID != m.rec.ID {
-			return refuse(ErrBusy, nil, "VM %s has an unfinished migration %s (%s); run `ferry recover` if its process is gone", m.info.Name, open.ID, open.State)
-		}
 	}
 	_ = m.check("vm-running", nil, fmt.Sprintf("%s is running on %s", m.info.Name, m.src.Name))
 	if m.spec, err = m.dom.Spec(); err != nil {

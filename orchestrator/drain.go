@@ -291,7 +291,7 @@ func (d *drainRun) recoverInterrupted(ctx context.Context) {
 			return
 		}
 		for _, r := range rows {
-			if (r.Source != d.src.Name && r.Dest != d.src.Name) || (r.State == StateRunning && ownerAlive(r.Owner)) {
+			if (r.Source != d.src.Name && r.Dest != d.src.Name) || (r.State == StateRunning && d.c.Journal.OwnerAlive(ctx, r.Owner)) {
 				continue
 			}
 			res, err := d.c.Recover(ctx, RecoverOptions{ID: r.ID})

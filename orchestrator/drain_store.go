@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 )
 
 // DrainInterrupted marks a drain whose process died; a re-run continues it.
@@ -41,6 +40,11 @@ func (j *Journal) beginDrain(ctx context.Context, r *DrainReport) error {
 	if err := j.ensureDrains(ctx); err != nil {
 		return err
 	}
+	if OwnedHere(r.Owner) {
+		if _, err := j.Owner(ctx); err != nil {
+			return err
+		}
+	}
 	tx, err := j.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("drain: %w", err)
@@ -50,22 +54,31 @@ func (j *Journal) beginDrain(ctx context.Context, r *DrainReport) error {
 	if err != nil {
 		return fmt.Errorf("drain: %w", err)
 	}
-	var stale []string
+	var ids, owners []string
 	for rows.Next() {
 		var id, owner string
 		if err := rows.Scan(&id, &owner); err != nil {
 			rows.Close()
 			return fmt.Errorf("drain: %w", err)
 		}
-		if ownerAlive(owner) {
-			rows.Close()
-			pid, _, _ := strings.Cut(owner, ":")
-			return refuse(ErrBusy, nil, "host %s is already being drained by drain %s (ferry pid %s); watch it with `ferry drain %s --status` or stop it with `ferry drain %s --cancel`",
-				r.Host, id, pid, r.Host, r.Host)
+		ids, owners = append(ids, id), append(owners, owner)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	var stale []string
+	for i, id := range ids {
+		alive, err := j.ownerAlive(ctx, tx, owners[i])
+		if err != nil {
+			return fmt.Errorf("drain: %w", err)
+		}
+		if alive {
+			return refuse(ErrBusy, nil, "host %s is already being drained by drain %s (%s); watch it with `ferry drain %s --status` or stop it with `ferry drain %s --cancel`",
+				r.Host, id, describeOwner(owners[i]), r.Host, r.Host)
 		}
 		stale = append(stale, id)
 	}
-	rows.Close()
 	now := ms(j.now())
 	for _, id := range stale {
 		if _, err := tx.ExecContext(ctx, "UPDATE drains SET state = ?, finished_at = ?, updated_at = ? WHERE id = ?", DrainInterrupted, now, now, id); err != nil {
@@ -105,7 +118,7 @@ func (j *Journal) drainCancelRequested(ctx context.Context, id string) (bool, er
 	return c != 0, err
 }
 
-func (j *Journal) scanDrain(row *sql.Row) (*DrainReport, error) {
+func (j *Journal) scanDrain(ctx context.Context, row *sql.Row) (*DrainReport, error) {
 	var body, state, owner string
 	var cancel int
 	if err := row.Scan(&body, &state, &owner, &cancel); err != nil {
@@ -120,7 +133,7 @@ func (j *Journal) scanDrain(row *sql.Row) (*DrainReport, error) {
 	}
 	// The row's columns are authoritative for what other processes change.
 	r.State, r.Owner, r.Cancel = state, owner, cancel != 0
-	if r.State == DrainRunning && !ownerAlive(owner) {
+	if r.State == DrainRunning && !j.OwnerAlive(ctx, owner) {
 		r.State = DrainInterrupted
 	}
 	return r, nil
@@ -131,7 +144,7 @@ func (j *Journal) GetDrain(ctx context.Context, id string) (*DrainReport, error)
 	if err := j.ensureDrains(ctx); err != nil {
 		return nil, err
 	}
-	return j.scanDrain(j.db.QueryRowContext(ctx, "SELECT report, state, owner, cancel_requested FROM drains WHERE id = ?", id))
+	return j.scanDrain(ctx, j.db.QueryRowContext(ctx, "SELECT report, state, owner, cancel_requested FROM drains WHERE id = ?", id))
 }
 
 // LastDrain returns the most recent drain of a host (ErrUnknownDrain if none).
@@ -139,7 +152,7 @@ func (j *Journal) LastDrain(ctx context.Context, host string) (*DrainReport, err
 	if err := j.ensureDrains(ctx); err != nil {
 		return nil, err
 	}
-	return j.scanDrain(j.db.QueryRowContext(ctx, "SELECT report, state, owner, cancel_requested FROM drains WHERE host = ? ORDER BY started_at DESC LIMIT 1", host))
+	return j.scanDrain(ctx, j.db.QueryRowContext(ctx, "SELECT report, state, owner, cancel_requested FROM drains WHERE host = ? ORDER BY started_at DESC LIMIT 1", host))
 }
 
 // CancelDrain asks the running drain with this id, or of this host, to stop
@@ -162,7 +175,7 @@ func (j *Journal) CancelDrain(ctx context.Context, idOrHost string) (*DrainRepor
 	}
 	r, err := j.GetDrain(ctx, idOrHost)
 	if errors.Is(err, ErrUnknownDrain) {
-		return j.scanDrain(j.db.QueryRowContext(ctx, "SELECT report, state, owner, cancel_requested FROM drains WHERE host = ? AND state = ? ORDER BY started_at DESC LIMIT 1", idOrHost, DrainRunning))
+		return j.scanDrain(ctx, j.db.QueryRowContext(ctx, "SELECT report, state, owner, cancel_requested FROM drains WHERE host = ? AND state = ? ORDER BY started_at DESC LIMIT 1", idOrHost, DrainRunning))
 	}
 	return r, err
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -73,8 +74,11 @@ type Record struct {
 
 // Journal is the migration journal and reservation ledger in the state DB.
 type Journal struct {
-	db  *sql.DB
-	now func() time.Time
+	db        *sql.DB
+	now       func() time.Time
+	lease     lease
+	closed    chan struct{}
+	closeOnce sync.Once
 }
 
 const schema = `
@@ -131,7 +135,17 @@ CREATE TABLE IF NOT EXISTS move_slots (
 	released_at INTEGER
 );
 CREATE INDEX IF NOT EXISTS move_slots_open ON move_slots(released_at);
+CREATE TABLE IF NOT EXISTS owner_leases (
+	owner TEXT PRIMARY KEY,
+	machine TEXT NOT NULL,
+	pid INTEGER NOT NULL,
+	renewed_at INTEGER NOT NULL
+);
 `
+
+// openClaimIndex: at most one unfinished (running or failed) row per VM.
+const openClaimIndex = `CREATE UNIQUE INDEX IF NOT EXISTS migrations_one_open ON migrations(vm_uuid)
+	WHERE vm_uuid <> '' AND state IN ('running', 'failed')`
 
 var stageColumns = [...]string{"t_premigration", "t_reservation", "t_precopy", "t_stopcopy", "t_commitment", "t_activation"}
 
@@ -140,13 +154,24 @@ func OpenJournal(ctx context.Context, db *sql.DB) (*Journal, error) {
 	if _, err := db.ExecContext(ctx, schema); err != nil {
 		return nil, fmt.Errorf("journal schema: %w", err)
 	}
-	return &Journal{db: db, now: time.Now}, nil
+	// A unique index makes "one unfinished move per VM" hold for every
+	// process and engine; Claim checks first to name the winner. A state
+	// file that already holds duplicates (written before it existed) keeps
+	// working on Claim's check alone.
+	_, _ = db.ExecContext(ctx, openClaimIndex)
+	return &Journal{db: db, now: time.Now, closed: make(chan struct{})}, nil
 }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
 // Create writes a new row in state running at stage 0.
 func (j *Journal) Create(ctx context.Context, r *Record) error {
+	if OwnedHere(r.Owner) {
+		// The lease first: no row may name an owner other machines cannot check.
+		if _, err := j.Owner(ctx); err != nil {
+			return err
+		}
+	}
 	now := j.now()
 	if r.StartedAt.IsZero() {
 		r.StartedAt = now
@@ -347,6 +372,84 @@ func (j *Journal) OpenForVM(ctx context.Context, uuid string) (*Record, error) {
 	return r, err
 }
 
+// Claim makes row id the VM's one unfinished move: the check that no other
+// row of the VM is unfinished and the write of the VM's UUID (with cols) into
+// row id are one write transaction, so of several moves of one VM started at
+// once, by any processes sharing the state, exactly one gets it. Another
+// unfinished row that takeOver accepts (an interrupted cold move this one
+// resumes) is closed as resumed in the same transaction and returned; any
+// other makes Claim refuse with ErrBusy naming it, having changed nothing.
+func (j *Journal) Claim(ctx context.Context, id, uuid string, cols map[string]any, takeOver func(r *Record, ownerAlive bool) bool) (*Record, error) {
+	if uuid == "" {
+		return nil, fmt.Errorf("journal claim %s: no VM UUID", id)
+	}
+	tx, err := j.db.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, fmt.Errorf("journal claim: %w", err)
+	}
+	defer tx.Rollback()
+	rows, err := tx.QueryContext(ctx, "SELECT "+selectCols+" FROM migrations WHERE vm_uuid = ? AND state IN (?, ?) AND id <> ? ORDER BY started_at",
+		uuid, StateRunning, StateFailed, id)
+	if err != nil {
+		return nil, fmt.Errorf("journal claim: %w", err)
+	}
+	var open []*Record
+	for rows.Next() {
+		r, err := scanRecord(rows)
+		if err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("journal claim: %w", err)
+		}
+		open = append(open, r)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("journal claim: %w", err)
+	}
+	var taken *Record
+	now := ms(j.now())
+	for _, r := range open {
+		alive, err := j.ownerAlive(ctx, tx, r.Owner)
+		if err != nil {
+			return nil, fmt.Errorf("journal claim: %w", err)
+		}
+		if taken == nil && takeOver != nil && takeOver(r, alive) {
+			if _, err := tx.ExecContext(ctx, "UPDATE migrations SET state = ?, finished_at = ?, notes = ?, updated_at = ? WHERE id = ?",
+				StateResumed, now, "its copies were taken over by "+id, now, r.ID); err != nil {
+				return nil, fmt.Errorf("journal claim: %w", err)
+			}
+			taken = r
+			continue
+		}
+		return nil, busyWith(r, alive)
+	}
+	sets, args := []string{"vm_uuid = ?"}, []any{uuid}
+	for k, v := range cols {
+		if !validColumn(k) {
+			return nil, fmt.Errorf("journal claim: unknown column %q", k)
+		}
+		sets, args = append(sets, k+" = ?"), append(args, v)
+	}
+	args = append(args, now, id)
+	if _, err := tx.ExecContext(ctx, "UPDATE migrations SET "+strings.Join(sets, ", ")+", updated_at = ? WHERE id = ?", args...); err != nil {
+		return nil, fmt.Errorf("journal claim %s: %w", id, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return nil, fmt.Errorf("journal claim %s: %w", id, err)
+	}
+	return taken, nil
+}
+
+// busyWith is the refusal of a move whose VM another unfinished row holds.
+func busyWith(r *Record, alive bool) error {
+	what := fmt.Sprintf("%s move %s (%s → %s, %s, stage %s, started %s by %s",
+		r.Kind, r.ID, r.Source, r.Dest, r.State, r.Stage, r.StartedAt.Local().Format("15:04:05"), describeOwner(r.Owner))
+	if alive {
+		return refuse(ErrBusy, nil, "VM %s is already being moved by %s, still running); wait for it to finish (ferry show %s)", r.VM, what, r.ID)
+	}
+	return refuse(ErrBusy, nil, "VM %s has an unfinished %s, which is gone); run `ferry recover %s` first", r.VM, what, r.ID)
+}
+
 // Reserve records a memory reservation on a host if it fits: the check and
 // the insert run in one write transaction, so two migrations racing for a
 // host's last free memory cannot both get it (across processes too).
@@ -411,7 +514,7 @@ func (j *Journal) AcquireSlot(ctx context.Context, migrationID string, src, dst 
 		if max <= 0 {
 			return nil
 		}
-		n, err := openSlots(ctx, tx, col, h.Key)
+		n, err := j.openSlots(ctx, tx, col, h.Key)
 		if err != nil {
 			return fmt.Errorf("move slot: %w", err)
 		}
@@ -442,33 +545,47 @@ type querier interface {
 // slot whose migration's ferry process is known to be dead is not counted:
 // a crash must not block every later move until someone runs recover (the
 // journal row still waits for recover, and its memory stays reserved).
-func openSlots(ctx context.Context, q querier, col, key string) (int, error) {
+func (j *Journal) openSlots(ctx context.Context, q querier, col, key string) (int, error) {
 	rows, err := q.QueryContext(ctx, `SELECT COALESCE(m.owner, '') FROM move_slots s LEFT JOIN migrations m ON m.id = s.migration_id
 		WHERE s.`+col+` = ? AND s.released_at IS NULL`, key)
 	if err != nil {
 		return 0, err
 	}
-	defer rows.Close()
-	n := 0
+	var owners []string
 	for rows.Next() {
 		var owner string
 		if err := rows.Scan(&owner); err != nil {
+			rows.Close()
 			return 0, err
 		}
-		if owner == "" || ownerAlive(owner) {
+		owners = append(owners, owner)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, owner := range owners {
+		alive := owner == ""
+		if !alive {
+			if alive, err = j.ownerAlive(ctx, q, owner); err != nil {
+				return 0, err
+			}
+		}
+		if alive {
 			n++
 		}
 	}
-	return n, rows.Err()
+	return n, nil
 }
 
 // InFlight counts the open move slots into (incoming) and out of (outgoing)
 // a host, by host key.
 func (j *Journal) InFlight(ctx context.Context, key string) (incoming, outgoing int, err error) {
-	if incoming, err = openSlots(ctx, j.db, "dst_key", key); err != nil {
+	if incoming, err = j.openSlots(ctx, j.db, "dst_key", key); err != nil {
 		return 0, 0, err
 	}
-	outgoing, err = openSlots(ctx, j.db, "src_key", key)
+	outgoing, err = j.openSlots(ctx, j.db, "src_key", key)
 	return incoming, outgoing, err
 }
 

@@ -63,7 +63,7 @@ func (c *Controller) Recover(ctx context.Context, opt RecoverOptions) ([]Recover
 		switch {
 		case r.State != StateRunning && r.State != StateFailed:
 			res.Skipped = "already finished (" + r.State + ")"
-		case !opt.Force && r.State == StateRunning && ownerAlive(r.Owner):
+		case !opt.Force && r.State == StateRunning && c.Journal.OwnerAlive(ctx, r.Owner):
 			res.Skipped = "its ferry process is still running; use --force to take it over"
 		default:
 			if err := c.recoverOne(ctx, r, &res); err != nil {

@@ -26,8 +26,14 @@ const DefaultPath = "/var/lib/ferry/ferry.db"
 var ErrOpen = errors.New("cannot open ferry state")
 
 // busyTimeout lets several ferry processes share one file: a writer waits for
-// another's transaction instead of failing with SQLITE_BUSY.
-const busyTimeout = 10 * time.Second
+// another's transaction instead of failing with SQLITE_BUSY. It is long enough
+// that a migration's journal write outwaits any other writer's transaction
+// (the SLA import commits in batches well under it).
+const busyTimeout = 30 * time.Second
+
+// fileMode is the state file's mode, and SQLite gives its -wal and -shm files
+// the same one: the journal holds domain XML and hook output, not for others.
+const fileMode = 0o600
 
 // Path resolves the state path: the flag value if set, then FERRY_STATE, then DefaultPath.
 func Path(flag string) string {
@@ -47,8 +53,14 @@ func Open(ctx context.Context, path string) (*sql.DB, error) {
 			return nil, fmt.Errorf("%w: %s: %w", ErrOpen, path, err)
 		}
 	}
-	// journal_mode is not a per-connection pragma here: see useWAL.
-	dsn := fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=synchronous(NORMAL)&_txlock=immediate",
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrOpen, path, err)
+	}
+	// synchronous=FULL: in WAL mode NORMAL may lose the last commits on a
+	// power cut, and a lost "committed" or "resumed" row would make recover
+	// decide from a past that did not happen. journal_mode is not a
+	// per-connection pragma here: see useWAL.
+	dsn := fmt.Sprintf("file:%s?_pragma=busy_timeout(%d)&_pragma=foreign_keys(1)&_pragma=synchronous(FULL)&_txlock=immediate",
 		path, busyTimeout.Milliseconds())
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
@@ -59,6 +71,34 @@ func Open(ctx context.Context, path string) (*sql.DB, error) {
 		return nil, fmt.Errorf("%w: %s: %w", ErrOpen, path, err)
 	}
 	return db, nil
+}
+
+// createPrivate creates the state file with fileMode before SQLite does (it
+// would use 0644 under the usual umask), and tightens an existing file ferry's
+// user owns; SQLite copies the file's mode to its -wal and -shm files.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, fileMode)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Mode().Perm()&^fileMode != 0 {
+		if err := f.Chmod(fileMode); err != nil {
+			return fmt.Errorf("make it private (mode %o): %w", fileMode, err)
+		}
+	}
+	for _, side := range []string{"-wal", "-shm"} {
+		if fi, err := os.Stat(path + side); err == nil && fi.Mode().Perm()&^fileMode != 0 {
+			if err := os.Chmod(path+side, fileMode); err != nil {
+				return fmt.Errorf("make %s private: %w", path+side, err)
+			}
+		}
+	}
+	return nil
 }
 
 // walRetry is the pause between attempts to switch a file to WAL.
