@@ -370,6 +370,9 @@ type fakeDomain struct {
 	xml   string
 	info  virt.DomainInfo
 	calls []string
+	// startedBeforeUndefine: someone starts the VM between ferry's last
+	// check and its undefine, so the undefine leaves a transient domain.
+	startedBeforeUndefine bool
 }
 
 func (d *fakeDomain) Info() (virt.DomainInfo, error) { return d.info, nil }
@@ -387,6 +390,10 @@ func (d *fakeDomain) Destroy() error {
 func (d *fakeDomain) Shutdown() error { d.calls = append(d.calls, "shutdown"); return nil }
 func (d *fakeDomain) Undefine(keepNVRAM bool) error {
 	d.calls = append(d.calls, fmt.Sprintf("undefine(keepNVRAM=%v)", keepNVRAM))
+	if d.startedBeforeUndefine {
+		d.info.State, d.info.Persistent = virt.StateRunning, false
+		return nil
+	}
 	d.h.mu.Lock()
 	delete(d.h.domains, d.info.UUID)
 	d.h.mu.Unlock()

@@ -247,3 +247,39 @@ func TestResumeRecopiesAChangedSource(t *testing.T) {
 		t.Fatal("a copy of a since-changed source file was reused")
 	}
 }
+
+// The VM is started in the instant between the last check and the
+// undefine: it lives on as a transient domain. Nothing is deleted under it,
+// its definition is restored and the destination's copies are removed.
+func TestMoveStartedRightBeforeTheUndefine(t *testing.T) {
+	src, dst, srcHost, dstHost, dom := lab(t, 1<<30)
+	before := map[string][]byte{}
+	for k, v := range src.files {
+		before[k] = v
+	}
+	dstBefore := len(dst.files)
+	dom.startedBeforeUndefine = true
+	mv, _ := newMove(t, src, dst, srcHost, dstHost, dom, nil)
+	_, err := mv.Run(context.Background())
+	rb, ok := IsRollback(err)
+	var sc *SourceChangedError
+	if !ok || !rb.Complete() || !errors.As(err, &sc) || sc.When != "after undefining the source" {
+		t.Fatalf("err %v", err)
+	}
+	if !reflect.DeepEqual(src.files, before) {
+		t.Fatal("source files deleted")
+	}
+	if len(dst.files) != dstBefore {
+		t.Fatalf("destination keeps copies: %v", dst.files)
+	}
+	if _, err := dstHost.LookupDomain(testUUID); err == nil {
+		t.Fatal("destination definition left")
+	}
+	d, err := srcHost.LookupDomain(testUUID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := d.Info(); !info.Persistent {
+		t.Fatal("the source definition was not restored")
+	}
+}
