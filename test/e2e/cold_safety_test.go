@@ -339,3 +339,46 @@ func TestColdSourceDiskWrittenMidCopy(t *testing.T) {
 		t.Fatal("the source changed state")
 	}
 }
+
+// Deleting a source file fails after the commit point (the file is made
+// immutable): exit 4; `ferry recover` then finishes the move, asking afresh
+// who uses what: the VM's own disk goes, the disk another VM shares stays.
+func TestColdRecoverAfterCommitKeepsSharedFiles(t *testing.T) {
+	e := newEnv(t)
+	const vm, other = "e2e-cs7", "e2e-cs7-other"
+	own, shared := imgDir+"/e2e-cs7-own.img", imgDir+"/e2e-cs7-shared.img"
+	labFiles(t, own, shared)
+	for _, p := range []string{own, shared} {
+		run(t, "qemu-img", "create", "-q", "-f", "raw", hostPath("1", p), "16M")
+		run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x77 0 1M", hostPath("1", p))
+	}
+	virshOK(t, "1", "pool-refresh", "default")
+	defineVM(t, vm, []safeDisk{{"vda", "raw", own}, {"vdb", "raw", shared}})
+	defineVM(t, other, []safeDisk{{"vdb", "raw", shared}})
+	run(t, "chattr", "+i", hostPath("1", own))
+	t.Cleanup(func() { _ = exec.Command("chattr", "-i", hostPath("1", own)).Run() })
+
+	r := e.ferry("migrate", vm, "--to", "host2", "--cold")
+	if r.code != 4 {
+		t.Fatalf("exit %d, want 4 (needs recover)\n%s", r.code, r.stderr)
+	}
+	if domstate(t, "1", vm) != "" || domstate(t, "2", vm) != "shut off" {
+		t.Fatal("past the commit point the VM should be defined on host2 only")
+	}
+	run(t, "chattr", "-i", hostPath("1", own))
+	r = e.ferry("recover", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("recover: exit %d\n%s", r.code, r.stderr)
+	}
+	if exists(hostPath("1", own)) {
+		t.Fatalf("%s still on host1 after recover", own)
+	}
+	if !exists(hostPath("1", shared)) {
+		t.Fatalf("recover deleted %s, a disk of %s", shared, other)
+	}
+	bootsOn(t, "1", other)
+	rows := e.history(vm)
+	if len(rows) != 1 || rows[0].State != orchestrator.StateCompleted {
+		t.Fatalf("journal %+v", rows)
+	}
+}
