@@ -232,7 +232,8 @@ func newMove(t *testing.T, src, dst *fakeStore, srcHost, dstHost *fakeHost, dom 
 		t.Fatalf("plan: %v %v", err, p.Problems)
 	}
 	rec := &memRecorder{}
-	return &Move{Src: srcHost, Dst: dstHost, SrcStorage: src, DstStorage: dst, Domain: dom, Plan: p, Recorder: rec, Previous: prev}, rec
+	return &Move{Src: srcHost, Dst: dstHost, SrcStorage: src, DstStorage: dst, Domain: dom, Plan: p, Recorder: rec, Previous: prev,
+		Observe: func() (*virt.HostUsage, error) { return src.usage(srcHost, nil), nil }}, rec
 }
 
 func TestMoveCopiesVerifiesAndRemovesTheSource(t *testing.T) {
@@ -248,11 +249,18 @@ func TestMoveCopiesVerifiesAndRemovesTheSource(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, a := range out.Artifacts {
-		if a.State != StateMoved || a.Checksum == "" {
-			t.Fatalf("%+v", a)
-		}
 		if !bytes.Equal(dst.files[a.DstPath], before[a.SrcPath]) {
 			t.Fatalf("%s differs on the destination", a.DstPath)
+		}
+		if a.SrcPath == "/srv/vms/web-vdb.img" {
+			// Outside the source's pools: not ferry's to delete.
+			if a.State != StateKept || !strings.Contains(a.KeepReason, "not in a storage pool") || src.files[a.SrcPath] == nil {
+				t.Fatalf("%+v", a)
+			}
+			continue
+		}
+		if a.State != StateMoved || a.Checksum == "" {
+			t.Fatalf("%+v", a)
 		}
 		if _, ok := src.files[a.SrcPath]; ok {
 			t.Fatalf("%s left on the source", a.SrcPath)
@@ -274,7 +282,7 @@ func TestMoveCopiesVerifiesAndRemovesTheSource(t *testing.T) {
 	if x, _ := d.XML(false); !strings.Contains(x, "/var/lib/libvirt/images/web-vdb.img") {
 		t.Fatalf("destination XML not rewritten:\n%s", x)
 	}
-	if _, err := srcHost.LookupDomain(testUUID); err == nil || !reflect.DeepEqual(dom.calls, []string{"undefine(keepNVRAM=false)"}) {
+	if _, err := srcHost.LookupDomain(testUUID); err == nil || !reflect.DeepEqual(dom.calls, []string{"undefine(keepNVRAM=true)"}) {
 		t.Fatalf("source calls %v", dom.calls)
 	}
 	if !reflect.DeepEqual(rec.stages, []string{StageCopying, StageDefined, StageCommitted, StageDone}) {
@@ -326,7 +334,8 @@ func TestMoveResumesVerifiedArtifacts(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst.files[a0.DstPath] = append([]byte(nil), src.files[a0.SrcPath]...)
-	a0.State, a0.Checksum = StateVerified, sum
+	vi, _ := mustVol(t, src, a0.SrcPath).Info()
+	a0.State, a0.Checksum, a0.SourceStamp = StateVerified, sum, StampOf(vi)
 	// and started the second one.
 	a1 := first.Plan.Artifacts[1]
 	dst.files[a1.DstPath] = []byte("partial")

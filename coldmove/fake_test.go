@@ -25,10 +25,14 @@ type fakeStore struct {
 	transient int
 	// failUpload, when set, fails an upload of that path after half the data.
 	failUpload string
+	// gen counts writes per path: the fake's mtime and ctime.
+	gen map[string]int
+	// onDownload, when set, runs before each download of a path.
+	onDownload func(path string)
 }
 
 func newFakeStore(sparse bool) *fakeStore {
-	return &fakeStore{sparse: sparse, files: map[string][]byte{}, formats: map[string]string{}, pools: map[string]*fakePool{}}
+	return &fakeStore{sparse: sparse, files: map[string][]byte{}, formats: map[string]string{}, pools: map[string]*fakePool{}, gen: map[string]int{}}
 }
 
 func (s *fakeStore) addPool(name, dir string, avail uint64) {
@@ -38,6 +42,35 @@ func (s *fakeStore) addPool(name, dir string, avail uint64) {
 func (s *fakeStore) put(path string, data []byte, format string) {
 	s.files[path] = data
 	s.formats[path] = format
+	s.gen[path]++
+}
+
+// touch changes a file the way a write does, leaving its length.
+func (s *fakeStore) touch(path string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.gen[path]++
+}
+
+// usage is what virt.ObserveUsage would report for the store and host.
+func (s *fakeStore) usage(h *fakeHost, backing map[string]string) *virt.HostUsage {
+	u := &virt.HostUsage{}
+	for _, p := range s.pools {
+		info, _ := p.Info()
+		u.Pools = append(u.Pools, info)
+		vols, _ := p.ListVolumes()
+		for _, v := range vols {
+			v.BackingPath = backing[v.Path]
+			u.Volumes = append(u.Volumes, v)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, d := range h.domains {
+		u.Domains = append(u.Domains, virt.DomainFiles{Name: d.info.Name, UUID: d.info.UUID, State: d.info.State,
+			Persistent: d.info.Persistent, Files: virt.DomainFileRefs(d.xml, nil)})
+	}
+	return u
 }
 
 func (s *fakeStore) SparseStreams() (bool, string) {
@@ -185,8 +218,9 @@ func (v *fakeVol) Info() (virt.VolumeInfo, error) {
 	if !ok {
 		return virt.VolumeInfo{}, notFound(v.path)
 	}
+	t := fmt.Sprintf("%d.0", v.s.gen[v.path])
 	return virt.VolumeInfo{Name: filepath.Base(v.path), Path: v.path, Pool: v.pool, Format: v.s.formats[v.path],
-		CapacityBytes: uint64(len(b)), AllocatedBytes: allocatedOf(b), PhysicalBytes: uint64(len(b))}, nil
+		CapacityBytes: uint64(len(b)), AllocatedBytes: allocatedOf(b), PhysicalBytes: uint64(len(b)), Mtime: t, Ctime: t}, nil
 }
 
 func (v *fakeVol) Delete() error {
@@ -200,6 +234,9 @@ func (v *fakeVol) Delete() error {
 }
 
 func (v *fakeVol) Download(ctx context.Context, w virt.SparseWriter, sparse bool) (virt.StreamStats, error) {
+	if v.s.onDownload != nil {
+		v.s.onDownload(v.path)
+	}
 	v.s.mu.Lock()
 	b := append([]byte(nil), v.s.files[v.path]...)
 	v.s.mu.Unlock()
@@ -259,6 +296,7 @@ func (u *fakeUpload) Close() error {
 		u.buf = append(u.buf, old[len(u.buf):]...)
 	}
 	u.v.s.files[u.v.path] = u.buf
+	u.v.s.gen[u.v.path]++
 	return nil
 }
 
@@ -269,6 +307,36 @@ type fakeHost struct {
 	virt.Host
 	mu      sync.Mutex
 	domains map[string]*fakeDomain // by UUID
+	subs    []chan virt.Event
+}
+
+func (h *fakeHost) Subscribe(ctx context.Context) (<-chan virt.Event, error) {
+	ch := make(chan virt.Event, 16)
+	h.mu.Lock()
+	h.subs = append(h.subs, ch)
+	h.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for i, c := range h.subs {
+			if c == ch {
+				h.subs = append(h.subs[:i], h.subs[i+1:]...)
+				close(ch)
+				break
+			}
+		}
+	}()
+	return ch, nil
+}
+
+// emit delivers a lifecycle event of a domain to every subscriber.
+func (h *fakeHost) emit(uuid, lifecycle string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.subs {
+		c <- virt.Event{Kind: virt.EventLifecycle, UUID: uuid, Lifecycle: lifecycle}
+	}
 }
 
 func newFakeHost() *fakeHost { return &fakeHost{domains: map[string]*fakeDomain{}} }
@@ -302,6 +370,9 @@ type fakeDomain struct {
 	xml   string
 	info  virt.DomainInfo
 	calls []string
+	// startedBeforeUndefine: someone starts the VM between ferry's last
+	// check and its undefine, so the undefine leaves a transient domain.
+	startedBeforeUndefine bool
 }
 
 func (d *fakeDomain) Info() (virt.DomainInfo, error) { return d.info, nil }
@@ -319,6 +390,10 @@ func (d *fakeDomain) Destroy() error {
 func (d *fakeDomain) Shutdown() error { d.calls = append(d.calls, "shutdown"); return nil }
 func (d *fakeDomain) Undefine(keepNVRAM bool) error {
 	d.calls = append(d.calls, fmt.Sprintf("undefine(keepNVRAM=%v)", keepNVRAM))
+	if d.startedBeforeUndefine {
+		d.info.State, d.info.Persistent = virt.StateRunning, false
+		return nil
+	}
 	d.h.mu.Lock()
 	delete(d.h.domains, d.info.UUID)
 	d.h.mu.Unlock()

@@ -96,7 +96,12 @@ type Move struct {
 	Progress func(Progress)
 	// OnStep observes every step (logging).
 	OnStep func(StepEvent)
+	// Observe reads who uses which file on the source host (virt.ObserveUsage)
+	// just before the commit point; nil keeps every source file.
+	Observe func() (*virt.HostUsage, error)
 
+	watch    *watch
+	sealed   SourceState
 	arts     []Artifact
 	sp, dp   *pools
 	dstDom   virt.Domain
@@ -155,14 +160,21 @@ func (m *Move) Run(ctx context.Context) (*Outcome, error) {
 		m.out.Artifacts = m.arts
 	}()
 
+	defer m.watch.stop()
+
+	// From the seal to the undefine the source must not change unnoticed:
+	// its events are watched and its state, definition and files' stamps
+	// re-checked before each step that builds on the copies.
 	var steps []Step
 	if m.Shutdown != nil {
 		steps = append(steps, m.shutdownStep())
 	}
+	steps = append(steps, m.sealStep())
 	for i := range m.arts {
 		steps = append(steps, m.copyStep(i))
 	}
-	steps = append(steps, m.defineStep())
+	steps = append(steps, m.guardStep("before defining on the destination"), m.defineStep(), m.usageStep(),
+		m.guardStep("before undefining the source"), m.commitStep(), m.undefineStep())
 	observe := func(ev StepEvent) {
 		if m.OnStep != nil {
 			m.OnStep(ev)
@@ -179,9 +191,8 @@ func (m *Move) Run(ctx context.Context) (*Outcome, error) {
 		return m.out, err
 	}
 
-	// Commit point: the destination holds verified copies and a verified
-	// definition. From here the move goes forward only.
-	m.stage(StageCommitted)
+	// Past the commit point: the destination holds verified copies and a
+	// verified definition, the source definition is gone. Forward only.
 	m.out.Committed = true
 	if errs := m.removeSource(); len(errs) > 0 {
 		return m.out, &AfterCommitError{Errs: errs}
@@ -301,7 +312,7 @@ func (m *Move) copyArtifact(ctx context.Context, a *Artifact) error {
 	}
 	if existing != nil {
 		switch {
-		case ours && prev.State == StateVerified && prev.Checksum != "":
+		case ours && prev.State == StateVerified && prev.Checksum != "" && prev.SourceStamp != "" && prev.SourceStamp == a.SourceStamp:
 			if vi, err := existing.Info(); err == nil && vi.PhysicalBytes == a.PhysicalBytes {
 				a.Skipped, a.Checksum, a.SentBytes, a.Sparse, a.State = true, prev.Checksum, 0, prev.Sparse, StateVerified
 				m.movePos += int64(a.PhysicalBytes)
@@ -441,11 +452,8 @@ func (m *Move) defineStep() Step {
 	return Step{
 		Name: "define on the destination",
 		Do: func(ctx context.Context) error {
-			x, err := m.Domain.XML(false)
-			if err != nil {
-				return err
-			}
-			dstXML, err := Rewrite(x, MappingOf(m.Plan))
+			// The definition sealed before the copy (the guard just saw it unchanged).
+			dstXML, err := Rewrite(m.sealed.XML, MappingOf(m.Plan))
 			if err != nil {
 				return err
 			}
@@ -515,14 +523,97 @@ func VerifyDefinition(dom virt.Domain, p *Plan) error {
 	return nil
 }
 
-// removeSource undefines the source (with its NVRAM unless keeping the
-// source) and deletes its files unless KeepSource.
-func (m *Move) removeSource() []error {
-	m.progress(Progress{Step: "cleanup", Message: "undefining the VM on the source"})
-	if err := m.Domain.Undefine(m.KeepSource); err != nil && !errors.Is(err, virt.ErrNotFound) {
-		return []error{fmt.Errorf("undefine the source: %w", err)}
+// usageStep decides which source files may be deleted after the commit
+// point (DecideRemovals over virt.ObserveUsage) and journals each decision
+// before anything is deleted.
+func (m *Move) usageStep() Step {
+	return Step{
+		Name: "check who else uses the source files",
+		Do: func(ctx context.Context) error {
+			u := &virt.HostUsage{Unresolved: []string{"(the source host's domains and volumes were not observed)"}}
+			if m.Observe != nil {
+				var err error
+				if u, err = m.Observe(); err != nil {
+					return fmt.Errorf("cannot tell what else uses the VM's files on the source: %w", err)
+				}
+			}
+			rs := DecideRemovals(RemovalInput{VMUUID: m.Plan.UUID, KeepSource: m.KeepSource, Artifacts: m.arts, Usage: *u})
+			ApplyRemovals(m.arts, rs)
+			for i := range m.arts {
+				a := &m.arts[i]
+				if err := m.record(a); err != nil {
+					return fmt.Errorf("journal: %w", err)
+				}
+				if a.KeepReason != "" && !m.KeepSource {
+					m.progress(Progress{Step: "check", Message: fmt.Sprintf("%s stays on the source: %s", a.SrcPath, a.KeepReason)})
+				}
+			}
+			return nil
+		},
 	}
+}
+
+// commitStep journals the commit point; without that row nothing on the
+// source is touched.
+func (m *Move) commitStep() Step {
+	return Step{
+		Name: "journal the commit point",
+		Do: func(ctx context.Context) error {
+			if m.Recorder == nil {
+				return nil
+			}
+			if err := m.Recorder.Stage(StageCommitted); err != nil {
+				return fmt.Errorf("journal: %w", err)
+			}
+			return nil
+		},
+	}
+}
+
+// undefineStep removes the source definition (NVRAM left to the removal
+// decision) and checks the domain is gone: one started between the last
+// check and the undefine would live on as a transient domain over files
+// about to be deleted. Undo defines it again from the sealed definition.
+func (m *Move) undefineStep() Step {
+	return Step{
+		Name: "undefine the source",
+		Do: func(ctx context.Context) error {
+			m.progress(Progress{Step: "cleanup", Message: "undefining the VM on the source"})
+			if err := m.Domain.Undefine(true); err != nil && !errors.Is(err, virt.ErrNotFound) {
+				return fmt.Errorf("undefine the source: %w", err)
+			}
+			d, err := m.Src.LookupDomain(m.Plan.UUID)
+			if errors.Is(err, virt.ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("checking the source after the undefine: %w", err)
+			}
+			info, _ := d.Info()
+			return &SourceChangedError{When: "after undefining the source", Changes: []string{
+				fmt.Sprintf("the source still has %s (%s, persistent %v): it was started or defined again right after the last check", info.Name, info.State, info.Persistent)}}
+		},
+		Undo: func(context.Context) error {
+			if d, err := m.Src.LookupDomain(m.Plan.UUID); err == nil {
+				if info, err := d.Info(); err == nil && info.Persistent {
+					return nil
+				}
+			} else if !errors.Is(err, virt.ErrNotFound) {
+				return err
+			}
+			m.progress(Progress{Step: "rollback", Message: "defining the VM on the source again"})
+			_, err := m.Src.DefineXML(m.sealed.XML)
+			return err
+		},
+		UndoOnFailure: true,
+	}
+}
+
+// removeSource deletes the source files DecideRemovals let go (none with
+// KeepSource); the definition is already gone.
+func (m *Move) removeSource() []error {
 	var errs []error
+	kept := 0
 	for i := range m.arts {
 		a := &m.arts[i]
 		if a.State != StateVerified && a.State != StateReused {
@@ -530,6 +621,7 @@ func (m *Move) removeSource() []error {
 		}
 		if m.KeepSource || a.KeepOnSource {
 			a.State = StateKept
+			kept++
 			_ = m.record(a)
 			continue
 		}
@@ -541,7 +633,11 @@ func (m *Move) removeSource() []error {
 		_ = m.record(a)
 	}
 	if len(errs) == 0 {
-		m.progress(Progress{Step: "cleanup", Message: "source definition and files removed"})
+		msg := "source definition and files removed"
+		if kept > 0 {
+			msg = fmt.Sprintf("source definition removed; %d files kept on the source", kept)
+		}
+		m.progress(Progress{Step: "cleanup", Message: msg})
 	}
 	return errs
 }

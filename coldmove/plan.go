@@ -62,10 +62,18 @@ type Artifact struct {
 	PhysicalBytes  uint64 `json:"physical_bytes"`  // file length: what the stream covers
 	DstPool        string `json:"destination_pool,omitempty"`
 	DstPath        string `json:"destination_path"`
-	// KeepOnSource: shared by other VMs (backing files, read-only images):
-	// copied, never removed from the source.
+	// KeepOnSource: copied, never removed from the source (read-only or
+	// shareable images from the plan; at the commit point, every file
+	// DecideRemovals keeps).
 	KeepOnSource bool   `json:"keep_on_source,omitempty"`
 	Note         string `json:"note,omitempty"`
+	// KeepReason says why the source file was kept at the commit point, and
+	// KeptBy who else uses it (DecideRemovals).
+	KeepReason string   `json:"keep_reason,omitempty"`
+	KeptBy     []string `json:"kept_by,omitempty"`
+	// SourceStamp is the source file's size and times when the copy began
+	// (StampOf); the commit point re-reads it to see the file unchanged.
+	SourceStamp string `json:"source_stamp,omitempty"`
 
 	// Filled in as the move goes.
 	State      string `json:"state"`
@@ -332,7 +340,7 @@ func BuildPlan(domainXML string, src, dst Storage, opt PlanOptions) (*Plan, erro
 				}
 				backing = append(backing, Artifact{Kind: KindBacking, Target: target, SrcPath: bp, Format: bi.Format,
 					CapacityBytes: bi.CapacityBytes, AllocatedBytes: bi.AllocatedBytes, PhysicalBytes: bi.PhysicalBytes,
-					DstPath: bp, KeepOnSource: true, Note: "backing file: same path on the destination (the image header names it), left on the source"})
+					DstPath: bp, Note: "backing file: same path on the destination (the image header names it); left on the source if anything else there uses it"})
 				bp, bf = bi.BackingPath, bi.BackingFormat
 			}
 		}

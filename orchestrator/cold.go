@@ -61,6 +61,14 @@ CREATE TABLE IF NOT EXISTS cold_artifacts (
 	updated_at INTEGER NOT NULL,
 	PRIMARY KEY (migration_id, idx)
 );
+CREATE TABLE IF NOT EXISTS cold_artifact_source (
+	migration_id TEXT NOT NULL,
+	idx INTEGER NOT NULL,
+	source_stamp TEXT NOT NULL DEFAULT '',
+	keep_reason TEXT NOT NULL DEFAULT '',
+	kept_by TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (migration_id, idx)
+);
 `
 
 var coldSchemaOnce sync.Map // *sql.DB -> struct{}
@@ -87,9 +95,18 @@ func (j *Journal) SaveArtifact(ctx context.Context, id string, a coldmove.Artifa
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (migration_id, idx) DO UPDATE SET dst_path = excluded.dst_path, sent_bytes = excluded.sent_bytes,
 		 sparse = excluded.sparse, skipped = excluded.skipped, checksum = excluded.checksum, state = excluded.state,
-		 duration_ms = excluded.duration_ms, updated_at = excluded.updated_at`,
+		 keep_on_source = excluded.keep_on_source, duration_ms = excluded.duration_ms, updated_at = excluded.updated_at`,
 		id, a.Index, string(a.Kind), a.Target, a.SrcPath, a.DstPool, a.DstPath, a.Format, int64(a.CapacityBytes), int64(a.AllocatedBytes),
 		int64(a.PhysicalBytes), a.SentBytes, a.Sparse, a.KeepOnSource, a.Skipped, a.Checksum, a.State, a.DurationMS, ms(j.now()))
+	if err != nil {
+		return fmt.Errorf("journal artifact %s/%d: %w", id, a.Index, err)
+	}
+	// What the source file looked like when the copy began, and why it was
+	// kept: resume and recover decide on these.
+	keptBy, _ := json.Marshal(a.KeptBy)
+	_, err = j.db.ExecContext(ctx, `INSERT INTO cold_artifact_source (migration_id, idx, source_stamp, keep_reason, kept_by)
+		VALUES (?, ?, ?, ?, ?) ON CONFLICT (migration_id, idx) DO UPDATE SET source_stamp = excluded.source_stamp,
+		keep_reason = excluded.keep_reason, kept_by = excluded.kept_by`, id, a.Index, a.SourceStamp, a.KeepReason, string(keptBy))
 	if err != nil {
 		return fmt.Errorf("journal artifact %s/%d: %w", id, a.Index, err)
 	}
@@ -101,9 +118,11 @@ func (j *Journal) Artifacts(ctx context.Context, id string) ([]coldmove.Artifact
 	if err := j.ensureCold(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := j.db.QueryContext(ctx, `SELECT idx, kind, target, src_path, dst_pool, dst_path, format, capacity_bytes, allocated_bytes,
-		physical_bytes, sent_bytes, sparse, keep_on_source, skipped, checksum, state, duration_ms
-		FROM cold_artifacts WHERE migration_id = ? ORDER BY idx`, id)
+	rows, err := j.db.QueryContext(ctx, `SELECT a.idx, a.kind, a.target, a.src_path, a.dst_pool, a.dst_path, a.format, a.capacity_bytes, a.allocated_bytes,
+		a.physical_bytes, a.sent_bytes, a.sparse, a.keep_on_source, a.skipped, a.checksum, a.state, a.duration_ms,
+		COALESCE(s.source_stamp, ''), COALESCE(s.keep_reason, ''), COALESCE(s.kept_by, '')
+		FROM cold_artifacts a LEFT JOIN cold_artifact_source s ON s.migration_id = a.migration_id AND s.idx = a.idx
+		WHERE a.migration_id = ? ORDER BY a.idx`, id)
 	if err != nil {
 		return nil, fmt.Errorf("journal artifacts: %w", err)
 	}
@@ -113,9 +132,14 @@ func (j *Journal) Artifacts(ctx context.Context, id string) ([]coldmove.Artifact
 		var a coldmove.Artifact
 		var kind string
 		var capa, alloc, phys int64
+		var keptBy string
 		if err := rows.Scan(&a.Index, &kind, &a.Target, &a.SrcPath, &a.DstPool, &a.DstPath, &a.Format, &capa, &alloc, &phys,
-			&a.SentBytes, &a.Sparse, &a.KeepOnSource, &a.Skipped, &a.Checksum, &a.State, &a.DurationMS); err != nil {
+			&a.SentBytes, &a.Sparse, &a.KeepOnSource, &a.Skipped, &a.Checksum, &a.State, &a.DurationMS,
+			&a.SourceStamp, &a.KeepReason, &keptBy); err != nil {
 			return nil, fmt.Errorf("journal artifacts: %w", err)
+		}
+		if keptBy != "" && keptBy != "null" {
+			_ = json.Unmarshal([]byte(keptBy), &a.KeptBy)
 		}
 		a.Kind, a.CapacityBytes, a.AllocatedBytes, a.PhysicalBytes = coldmove.Kind(kind), uint64(capa), uint64(alloc), uint64(phys)
 		out = append(out, a)
@@ -556,6 +580,7 @@ func (cm *cold) run(ctx context.Context) (*ColdResult, error) {
 	mv := &coldmove.Move{Src: cm.srcConn, Dst: cm.dstConn, SrcStorage: srcS, DstStorage: dstS, Domain: cm.dom, Plan: cm.plan,
 		KeepSource: cm.creq.KeepSource, Start: cm.creq.Start, Previous: cm.prev, Recorder: rec,
 		BandwidthBytesPerSec: cm.creq.BandwidthMiBps << 20,
+		Observe:              func() (*virt.HostUsage, error) { return virt.ObserveUsage(cm.srcConn) },
 		Progress:             func(p coldmove.Progress) { cm.coldProgress(p, rec.stage()) },
 		OnStep: func(ev coldmove.StepEvent) {
 			l := cm.log.WithFields(logrus.Fields{"step": ev.Step, "phase": ev.Phase})
@@ -719,7 +744,8 @@ func (c *Controller) recoverCold(ctx context.Context, r *Record, res *RecoverRes
 		if info, _ := d.Info(); info.State.Active() {
 			return fmt.Errorf("the source copy of %s runs again: resolve by hand", r.VM)
 		}
-		if err := d.Undefine(opt.KeepSource); err != nil {
+		// The NVRAM file goes (or stays) with the decision below.
+		if err := d.Undefine(true); err != nil {
 			return err
 		}
 	} else if !errors.Is(err, virt.ErrNotFound) {
@@ -729,13 +755,30 @@ func (c *Controller) recoverCold(ctx context.Context, r *Record, res *RecoverRes
 	if err != nil {
 		return err
 	}
+	// Who else uses the files is asked again now: the world may have
+	// changed since the interrupted run looked.
+	usage, err := virt.ObserveUsage(src)
+	if err != nil {
+		return fmt.Errorf("cannot tell what else uses the files on %s: %w", r.Source, err)
+	}
+	var pending []coldmove.Artifact
+	for _, a := range arts {
+		if a.State == coldmove.StateVerified || a.State == coldmove.StateReused {
+			pending = append(pending, a)
+		}
+	}
+	rs := coldmove.DecideRemovals(coldmove.RemovalInput{VMUUID: r.VMUUID, KeepSource: opt.KeepSource, Artifacts: pending, Usage: *usage})
+	coldmove.ApplyRemovals(pending, rs)
 	var paths []string
 	var moved []coldmove.Artifact
-	for _, a := range arts {
-		if !opt.KeepSource && !a.KeepOnSource && (a.State == coldmove.StateVerified || a.State == coldmove.StateReused) {
-			paths = append(paths, a.SrcPath)
-			moved = append(moved, a)
+	for _, a := range pending {
+		if a.KeepOnSource {
+			a.State = coldmove.StateKept
+			_ = c.Journal.SaveArtifact(ctx, r.ID, a)
+			continue
 		}
+		paths = append(paths, a.SrcPath)
+		moved = append(moved, a)
 	}
 	if err := coldmove.RemoveFiles(srcS, paths); err != nil {
 		return fmt.Errorf("removing the source files on %s: %w", r.Source, err)

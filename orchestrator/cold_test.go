@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -41,11 +42,17 @@ func TestArtifactsRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.State, a.Checksum, a.SentBytes, a.Sparse = coldmove.StateVerified, "sha256-1m:ab", 100<<20, true
+	a.SourceStamp = "len=1 alloc=1 mtime=1.5 ctime=1.5"
+	if err := j.SaveArtifact(ctx, "m1", a); err != nil {
+		t.Fatal(err)
+	}
+	// The commit point's decision: kept, and by whom.
+	a.KeepOnSource, a.KeepReason, a.KeptBy = true, "used by domain b", []string{"domain b (shut off, disk vda)"}
 	if err := j.SaveArtifact(ctx, "m1", a); err != nil {
 		t.Fatal(err)
 	}
 	got, err := j.Artifacts(ctx, "m1")
-	if err != nil || len(got) != 1 || got[0] != a {
+	if err != nil || len(got) != 1 || !reflect.DeepEqual(got[0], a) {
 		t.Fatalf("%v %+v", err, got)
 	}
 }

@@ -107,6 +107,10 @@ type VolumeInfo struct {
 	PhysicalBytes  uint64 `json:"physical_bytes"` // file length: what a stream carries
 	BackingPath    string `json:"backing_path,omitempty"`
 	BackingFormat  string `json:"backing_format,omitempty"`
+	// Mtime and Ctime are the file's, as libvirt reports them
+	// ("seconds.nanoseconds"); libvirt re-reads them on every XML request.
+	Mtime string `json:"mtime,omitempty"`
+	Ctime string `json:"ctime,omitempty"`
 }
 
 // SparseWriter receives a stream: data in order, and holes (runs of zeros
@@ -424,6 +428,9 @@ func ParseVolumeXML(x string) (VolumeInfo, error) {
 		info.Path = vx.Target.Path
 		if vx.Target.Format != nil {
 			info.Format = vx.Target.Format.Type
+		}
+		if ts := vx.Target.Timestamps; ts != nil {
+			info.Mtime, info.Ctime = ts.Mtime, ts.Ctime
 		}
 	}
 	if info.PhysicalBytes == 0 && (info.Format == "raw" || info.Format == "") {

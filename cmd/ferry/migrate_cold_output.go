@@ -146,9 +146,21 @@ func printColdResult(w io.Writer, r *orchestrator.ColdResult) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", a.Name(), bytesIEC(uint64(a.SentBytes)), a.Checksum, a.DstPath, state)
 		}
 		tw.Flush()
-		if r.KeepSource {
+		var kept []string
+		for _, a := range r.Artifacts {
+			if a.State == "kept" && a.KeepReason != "" {
+				kept = append(kept, fmt.Sprintf("%s: %s", a.SrcPath, a.KeepReason))
+			}
+		}
+		switch {
+		case r.KeepSource:
 			fmt.Fprintf(w, "  source        definition removed, files kept (--keep-source)\n")
-		} else {
+		case len(kept) > 0:
+			fmt.Fprintf(w, "  source        definition and files removed, except:\n")
+			for _, k := range kept {
+				fmt.Fprintf(w, "    kept        %s\n", k)
+			}
+		default:
 			fmt.Fprintf(w, "  source        definition and files removed\n")
 		}
 		if r.Started {
