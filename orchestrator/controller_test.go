@@ -204,11 +204,79 @@ func TestRecoverAfterCrash(t *testing.T) {
 	}
 }
 
-func TestRollbackWithDestinationDown(t *testing.T) {
+// The destination dies after the source paused for the switchover: it may
+// already run the guest, so the source stays paused and the row waits for
+// recover, which decides once the destination answers (issue 11, part 3).
+func TestDestinationDownAtSwitchoverKeepsSourcePaused(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		dstRan    bool // the destination had started the guest before it went away
+		wantRunOn string
+	}{
+		{"destination never started", false, "host-a"},
+		{"destination had started", true, "host-b"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := newFixture(t)
+			ctx := context.Background()
+			f.vm.MigrateFn = func(ctx context.Context, d *virttest.Domain, p virt.MigrateParams) error {
+				d.SetState(virt.StatePaused, "migration")
+				if tc.dstRan {
+					f.b.AddDomain("web-01", "6a7c1c1e-2c55-4d6e-9a55-1d2b3c4d5e6f", 512<<20, virt.StateRunning)
+				}
+				f.b.SetDown(true) // the destination daemon died at the switchover
+				return &virt.Error{Op: "migrate", Sentinel: virt.ErrUnreachable, Message: "client socket is closed"}
+			}
+			res, err := f.c.Migrate(ctx, Request{VM: "web-01", To: "host-b"})
+			if !errors.Is(err, ErrNeedsRecovery) {
+				t.Fatalf("err = %v, want ErrNeedsRecovery", err)
+			}
+			if info, _ := f.vm.Info(); info.State != virt.StatePaused {
+				t.Fatalf("source %s, want still paused", info.State)
+			}
+			if res.State != StateFailed {
+				t.Fatalf("state %s", res.State)
+			}
+			// Recover with the destination still down: waits, keeps the row.
+			out, err := f.c.Recover(ctx, RecoverOptions{})
+			if !errors.Is(err, ErrNeedsRecovery) || errors.Is(err, ErrRefused) || len(out) != 1 || out[0].WaitingFor == "" {
+				t.Fatalf("recover with the destination down: %v %+v", err, out)
+			}
+			if info, _ := f.vm.Info(); info.State != virt.StatePaused {
+				t.Fatalf("recover touched the source: %s", info.State)
+			}
+			if r := f.lastRecord(t); r.State != StateFailed {
+				t.Fatalf("row %s after a waiting recover", r.State)
+			}
+			if held, _ := f.c.Journal.Reserved(ctx, f.b.UUID); held == 0 {
+				t.Fatal("the reservation was released while the outcome is open")
+			}
+			f.b.SetDown(false)
+			out, err = f.c.Recover(ctx, RecoverOptions{})
+			if err != nil || len(out) != 1 || out[0].RunsOn != tc.wantRunOn {
+				t.Fatalf("recover: %v %+v, want runs on %s", err, out, tc.wantRunOn)
+			}
+			running := 0
+			for _, h := range []*virttest.Host{f.a, f.b} {
+				if d, err := h.LookupDomain("web-01"); err == nil {
+					if info, _ := d.Info(); info.State == virt.StateRunning {
+						running++
+					}
+				}
+			}
+			if running != 1 {
+				t.Fatalf("%d running copies after recover", running)
+			}
+		})
+	}
+}
+
+// Before the switchover a running source proves the destination never ran
+// the guest: rollback needs no answer from it.
+func TestRollbackWithDestinationDownBeforeSwitchover(t *testing.T) {
 	f := newFixture(t)
 	f.vm.MigrateFn = func(ctx context.Context, d *virttest.Domain, p virt.MigrateParams) error {
 		f.b.Down = true // the destination daemon died mid-copy
-		d.SetState(virt.StatePaused, "migration")
 		return &virt.Error{Op: "migrate", Sentinel: virt.ErrUnreachable, Message: "client socket is closed"}
 	}
 	res, err := f.c.Migrate(context.Background(), Request{VM: "web-01", To: "host-b"})

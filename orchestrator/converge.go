@@ -179,3 +179,54 @@ func apply(d Decision, srcDom, dstDom virt.Domain) error {
 	}
 	return nil
 }
+
+// preferDecision is the operator's override (`ferry recover --prefer`) for a
+// row ferry cannot decide itself: keep the preferred copy, stop and remove
+// the other where that host answers, and run the preferred one. It refuses
+// when the preferred host does not answer or has no copy to run.
+func preferDecision(prefer string, src, dst Observed, srcKnown, dstKnown bool) (Decision, error) {
+	type side struct {
+		o                        Observed
+		known                    bool
+		name                     string
+		destroy, undefine        Action
+		resume, start            Action
+		otherDestroy, otherUndef Action
+		other                    Observed
+		otherKnown               bool
+	}
+	var s side
+	switch prefer {
+	case "source":
+		s = side{o: src, known: srcKnown, name: "source", resume: ResumeSource, start: StartSource,
+			otherDestroy: DestroyDest, otherUndef: UndefineDest, other: dst, otherKnown: dstKnown}
+	case "destination":
+		s = side{o: dst, known: dstKnown, name: "destination", resume: ResumeDest, start: StartDest,
+			otherDestroy: DestroySource, otherUndef: UndefineSource, other: src, otherKnown: srcKnown}
+	default:
+		return Decision{}, fmt.Errorf("%w: prefer %q: give source or destination", ErrInvalidRequest, prefer)
+	}
+	if !s.known {
+		return Decision{}, fmt.Errorf("%w: the %s does not answer: --prefer %s needs it", ErrUnreachable, s.name, s.name)
+	}
+	if !s.o.Present {
+		return Decision{}, fmt.Errorf("%w: the VM is not defined on the %s: --prefer %s has nothing to keep", ErrInvalidRequest, s.name, s.name)
+	}
+	d := Decision{Keep: s.name, Note: "decided by --prefer " + s.name}
+	if s.otherKnown && s.other.Present {
+		if s.other.live() {
+			d.Actions = append(d.Actions, s.otherDestroy)
+		}
+		d.Actions = append(d.Actions, s.otherUndef)
+	} else if !s.otherKnown {
+		d.Note += "; the other host did not answer: remove its copy there before it starts (virsh destroy/undefine)"
+	}
+	switch {
+	case !s.o.live():
+		d.Actions = append(d.Actions, s.start)
+		d.Note += "; booted from its disks (memory state lost)"
+	case s.o.State == virt.StatePaused && s.o.Reason != "user":
+		d.Actions = append(d.Actions, s.resume)
+	}
+	return d, nil
+}

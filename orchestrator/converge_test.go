@@ -1,6 +1,8 @@
 package orchestrator
 
 import (
+	"context"
+	"errors"
 	"reflect"
 	"testing"
 
@@ -63,5 +65,63 @@ func TestDecide(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestPreferDecision(t *testing.T) {
+	running := Observed{Present: true, State: virt.StateRunning, Persistent: true}
+	pausedMig := Observed{Present: true, State: virt.StatePaused, Reason: "migration", Persistent: true}
+	shutoff := Observed{Present: true, State: virt.StateShutoff, Persistent: true}
+	absent := Observed{}
+	for _, tc := range []struct {
+		name               string
+		prefer             string
+		src, dst           Observed
+		srcKnown, dstKnown bool
+		keep               string
+		actions            []Action
+		wantErr            bool
+	}{
+		{"source, destination down", "source", pausedMig, absent, true, false, "source", []Action{ResumeSource}, false},
+		{"source, destination runs a copy", "source", pausedMig, running, true, true, "source", []Action{DestroyDest, UndefineDest, ResumeSource}, false},
+		{"destination, source down", "destination", absent, running, false, true, "destination", nil, false},
+		{"destination, source paused", "destination", pausedMig, pausedMig, true, true, "destination", []Action{DestroySource, UndefineSource, ResumeDest}, false},
+		{"destination shut off boots", "destination", shutoff, shutoff, true, true, "destination", []Action{UndefineSource, StartDest}, false},
+		{"preferred host down", "source", absent, running, false, true, "", nil, true},
+		{"nothing to keep", "destination", running, absent, true, true, "", nil, true},
+		{"bad value", "both", running, running, true, true, "", nil, true},
+	} {
+		d, err := preferDecision(tc.prefer, tc.src, tc.dst, tc.srcKnown, tc.dstKnown)
+		if (err != nil) != tc.wantErr {
+			t.Errorf("%s: err = %v, want error %v", tc.name, err, tc.wantErr)
+			continue
+		}
+		if err == nil && (d.Keep != tc.keep || !reflect.DeepEqual(d.Actions, tc.actions)) {
+			t.Errorf("%s: keep %q %v, want %q %v", tc.name, d.Keep, d.Actions, tc.keep, tc.actions)
+		}
+	}
+}
+
+// A destructive step needs its journal row first: when the write fails,
+// converge does nothing (issue 11, part 7).
+func TestConvergeActsOnlyAfterTheJournalRecordsIt(t *testing.T) {
+	f := newFixture(t)
+	f.vm.SetState(virt.StatePaused, "migration")
+	failing := errors.New("disk I/O error")
+	_, _, err := f.c.converge(context.Background(), f.c.log(), convergeIn{src: f.a, dst: f.b, uuid: "6a7c1c1e-2c55-4d6e-9a55-1d2b3c4d5e6f",
+		record: func(Decision) error { return failing }})
+	if !errors.Is(err, failing) {
+		t.Fatalf("err = %v, want the journal's", err)
+	}
+	if info, _ := f.vm.Info(); info.State != virt.StatePaused {
+		t.Fatalf("the source was %s without a journal row", info.State)
+	}
+	keep, _, err := f.c.converge(context.Background(), f.c.log(), convergeIn{src: f.a, dst: f.b, uuid: "6a7c1c1e-2c55-4d6e-9a55-1d2b3c4d5e6f",
+		record: func(Decision) error { return nil }})
+	if err != nil || keep != "source" {
+		t.Fatalf("converge: %q %v", keep, err)
+	}
+	if info, _ := f.vm.Info(); info.State != virt.StateRunning {
+		t.Fatalf("source %s after converge, want running", info.State)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -23,6 +24,9 @@ type RecoverResult struct {
 	After   string `json:"state_after"`
 	RunsOn  string `json:"runs_on,omitempty"`
 	Skipped string `json:"skipped,omitempty"`
+	// WaitingFor names what recover needs before it can decide (a host
+	// that does not answer); the row and its reservation are kept.
+	WaitingFor string `json:"waiting_for,omitempty"`
 	Note    string `json:"note,omitempty"`
 	Error   string `json:"error,omitempty"`
 	// HookErrors: hooks or webhooks that failed to take the outcome.
@@ -34,12 +38,21 @@ type RecoverOptions struct {
 	ID string // only this migration
 	// Force also takes rows whose owning ferry process still runs.
 	Force bool
+	// Prefer ("source" or "destination") is the operator's decision for
+	// rows ferry cannot decide safely itself (a host down, a split
+	// post-copy). It is ignored where ferry can decide.
+	Prefer string
 }
 
 // Recover finishes unfinished journal rows (a crashed or killed ferry): it
 // asks both hosts where the VM runs, stops any migration job left behind,
 // and converges to exactly one running copy, like Ganeti's migrate --cleanup.
 func (c *Controller) Recover(ctx context.Context, opt RecoverOptions) ([]RecoverResult, error) {
+	switch opt.Prefer {
+	case "", "source", "destination":
+	default:
+		return nil, refuse(ErrInvalidRequest, nil, "--prefer %q: give source or destination", opt.Prefer)
+	}
 	var rows []*Record
 	if opt.ID != "" {
 		r, err := c.Journal.Get(ctx, opt.ID)
@@ -66,7 +79,7 @@ func (c *Controller) Recover(ctx context.Context, opt RecoverOptions) ([]Recover
 		case !opt.Force && r.State == StateRunning && c.Journal.OwnerAlive(ctx, r.Owner):
 			res.Skipped = "its ferry process is still running; use --force to take it over"
 		default:
-			if err := c.recoverOne(ctx, r, &res); err != nil {
+			if err := c.recoverOne(ctx, r, opt.Prefer, &res); err != nil {
 				res.Error = err.Error()
 				errs = append(errs, fmt.Errorf("%s (%s): %w", r.ID, r.VM, err))
 			}
@@ -76,7 +89,7 @@ func (c *Controller) Recover(ctx context.Context, opt RecoverOptions) ([]Recover
 	return out, errors.Join(errs...)
 }
 
-func (c *Controller) recoverOne(ctx context.Context, r *Record, res *RecoverResult) error {
+func (c *Controller) recoverOne(ctx context.Context, r *Record, prefer string, res *RecoverResult) error {
 	if r.Kind == "cold" {
 		return c.recoverCold(ctx, r, res)
 	}
@@ -87,22 +100,36 @@ func (c *Controller) recoverOne(ctx context.Context, r *Record, res *RecoverResu
 		res.After = StateRefused
 		return c.Journal.Finish(ctx, r.ID, StateRefused, "interrupted during pre-flight checks; nothing was changed", map[string]any{"notes": "recovered"})
 	}
+	// A host that does not answer leaves the decision open: the row and its
+	// reservation stay, and only the operator's --prefer decides without it.
+	var down []string
 	src, err := c.dial(ctx, HostEntry{Name: r.Source, URI: r.SourceURI})
 	if err != nil {
-		return fmt.Errorf("cannot decide without the source: %w", err)
+		src, down = nil, append(down, fmt.Sprintf("source %s (%s)", r.Source, r.SourceURI))
+	} else {
+		defer src.Close()
 	}
-	defer src.Close()
 	dst, err := c.dial(ctx, HostEntry{Name: r.Dest, URI: r.DestURI})
 	if err != nil {
-		return fmt.Errorf("cannot decide without the destination: %w", err)
+		dst, down = nil, append(down, fmt.Sprintf("destination %s (%s)", r.Dest, r.DestURI))
+	} else {
+		defer dst.Close()
 	}
-	defer dst.Close()
-
-	if err := settleJob(ctx, log, src, r.VMUUID); err != nil {
-		return err
+	if src != nil {
+		if err := settleJob(ctx, log, src, r.VMUUID); err != nil {
+			return err
+		}
+		c.recordCompletedJob(ctx, src, r)
 	}
-	c.recordCompletedJob(ctx, src, r)
-	keep, note, err := c.converge(ctx, log, src, dst, r.VMUUID, r.Stage >= StageCommitment)
+	keep, note, err := c.converge(ctx, log, convergeIn{src: src, dst: dst, uuid: r.VMUUID, committed: r.Stage >= StageCommitment,
+		switched: r.Stage >= StageStopAndCopy, prefer: prefer, record: c.journalDecision(ctx, r.ID)})
+	if err != nil && errors.Is(err, ErrUnreachable) && len(down) > 0 {
+		res.WaitingFor = strings.Join(down, " and ") + " to answer"
+		hint := fmt.Sprintf("run `ferry recover %s` again when it is back, or decide without it with `ferry recover %s --prefer source|destination` (see --help for the risk)", short(r.ID), short(r.ID))
+		res.Note = hint
+		_ = c.Journal.Update(ctx, r.ID, map[string]any{"notes": "recover: waiting for " + res.WaitingFor})
+		return fmt.Errorf("%w: cannot decide where %s runs without the %s; %s", ErrNeedsRecovery, r.VM, strings.Join(down, " and "), hint)
+	}
 	if err != nil {
 		return err
 	}

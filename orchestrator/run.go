@@ -87,7 +87,8 @@ func (m *migration) commit(bg context.Context, w *watch, plan *PlanInfo, end tim
 	if err := c.Journal.Update(bg, id, cols); err != nil {
 		m.log.WithError(err).Error("journal")
 	}
-	keep, note, err := c.converge(bg, m.log, m.srcConn, m.dstConn, m.info.UUID, true)
+	keep, note, err := c.converge(bg, m.log, convergeIn{src: m.srcConn, dst: m.dstConn, uuid: m.info.UUID, committed: true, switched: true,
+		record: c.journalDecision(bg, id)})
 	if err != nil || keep != "destination" {
 		if err == nil {
 			err = fmt.Errorf("libvirt reported success but the VM ended on the %s: %s", keep, note)
@@ -131,7 +132,9 @@ func (m *migration) rollback(ctx context.Context, cause error, last virt.JobStat
 	c := m.c
 	m.log.WithError(cause).Info("migration failed, rolling back")
 	m.res.DataSent, m.res.Iterations = last.DataProcessed, last.Iteration
-	keep, note, err := c.converge(ctx, m.log, m.srcConn, m.dstConn, m.info.UUID, false)
+	switched := m.watch != nil && !m.watch.stopAt.IsZero()
+	keep, note, err := c.converge(ctx, m.log, convergeIn{src: m.srcConn, dst: m.dstConn, uuid: m.info.UUID, switched: switched,
+		record: c.journalDecision(ctx, m.rec.ID)})
 	if err != nil || keep == "" {
 		if err == nil {
 			err = errors.New(note)
@@ -192,37 +195,101 @@ func (m *migration) fail(ctx context.Context, err error) (*Result, error) {
 	return m.res, fmt.Errorf("%w (ferry recover will finish it): %w", ErrNeedsRecovery, err)
 }
 
+// convergeIn is what converge decides from besides the hosts' answers.
+type convergeIn struct {
+	src, dst virt.Host // nil: that host could not be reached
+	uuid     string
+	// committed: the journal reached commitment (the destination is primary).
+	committed bool
+	// switched: the source was paused for the switchover (stop-and-copy), so
+	// the destination may have started the guest (libvirt's finish step).
+	switched bool
+	// prefer is an operator's override ("source" or "destination") used only
+	// when no safe decision can be made automatically.
+	prefer string
+	// record journals the decision before any of its actions runs; when it
+	// fails nothing is done (a destructive step needs its journal row first).
+	record func(Decision) error
+}
+
 // converge looks at both hosts and makes exactly one copy of the VM run.
-func (c *Controller) converge(ctx context.Context, log *logrus.Entry, src, dst virt.Host, uuid string, committed bool) (keep, note string, err error) {
-	so, sdom, err := observe(src, uuid)
-	if err != nil {
-		return "", "", fmt.Errorf("%w: source: %w", ErrUnreachable, err)
+// keep is "" when it could not decide (note says why).
+func (c *Controller) converge(ctx context.Context, log *logrus.Entry, in convergeIn) (keep, note string, err error) {
+	var so, do Observed
+	var sdom, ddom virt.Domain
+	var srcErr, dstErr error
+	if in.src == nil {
+		srcErr = errors.New("not reachable")
+	} else {
+		so, sdom, srcErr = observe(in.src, in.uuid)
 	}
-	do, ddom, err := observe(dst, uuid)
-	dstNote := ""
-	if err != nil {
-		// Before commitment a live, non-post-copy source is the only copy
+	if in.dst == nil {
+		dstErr = errors.New("not reachable")
+	} else {
+		do, ddom, dstErr = observe(in.dst, in.uuid)
+	}
+	var d Decision
+	switch {
+	case srcErr == nil && dstErr == nil:
+		d = decide(so, do, in.committed)
+	case srcErr == nil && dstErr != nil && canDecideWithoutDest(so, in):
+		// Before the switchover a live, non-post-copy source is the only copy
 		// that can have run: the destination's incoming QEMU stays paused
 		// until libvirt finishes the migration, and libvirt discards it when
-		// it reconnects. Anything else needs the destination's word.
-		if committed || !so.live() || postcopyReason(so.Reason) {
-			return "", "", fmt.Errorf("%w: destination: %w", ErrUnreachable, err)
-		}
-		do, ddom = Observed{}, nil
-		dstNote = "destination unreachable, not verified: its incoming copy never ran and libvirt discards it when the host is back"
+		// it reconnects.
+		d = decide(so, Observed{}, false)
+		d.Note = strings.TrimPrefix(d.Note+"; destination unreachable, not verified: its incoming copy never ran and libvirt discards it when the host is back", "; ")
 	}
-	d := decide(so, do, committed)
-	if dstNote != "" {
-		d.Note = strings.TrimPrefix(d.Note+"; "+dstNote, "; ")
+	if d.Keep == "" && in.prefer != "" {
+		var pd Decision
+		pd, err = preferDecision(in.prefer, so, do, srcErr == nil, dstErr == nil)
+		if err != nil {
+			return "", d.Note, err
+		}
+		pd.Note = strings.TrimPrefix(d.Note+"; "+pd.Note, "; ")
+		d = pd
+	}
+	if d.Keep == "" {
+		switch {
+		case srcErr != nil:
+			return "", "", fmt.Errorf("%w: source: %w", ErrUnreachable, srcErr)
+		case dstErr != nil:
+			why := "destination"
+			if so.live() && (so.State == virt.StatePaused || in.switched) {
+				why = "destination (the source was paused for the switchover, so the destination may already run the guest: the source is left as it is)"
+			}
+			return "", "", fmt.Errorf("%w: %s: %w", ErrUnreachable, why, dstErr)
+		}
+		return "", d.Note, nil
 	}
 	log.WithFields(logrus.Fields{"source_state": so.String(), "destination_state": do.String(), "keep": d.Keep, "actions": d.Actions}).Info("converging")
-	if d.Keep == "" {
-		return "", d.Note, nil
+	if in.record != nil && len(d.Actions) > 0 {
+		if err := in.record(d); err != nil {
+			return "", d.Note, fmt.Errorf("not acting (%v) before the journal records it: %w", d.Actions, err)
+		}
 	}
 	if err := apply(d, sdom, ddom); err != nil {
 		return "", d.Note, err
 	}
 	return d.Keep, d.Note, nil
+}
+
+// canDecideWithoutDest: only a source that runs and never paused for the
+// switchover proves the destination never ran the guest.
+func canDecideWithoutDest(so Observed, in convergeIn) bool {
+	return !in.committed && !in.switched && so.live() && so.State != virt.StatePaused && !postcopyReason(so.Reason)
+}
+
+// journalDecision is convergeIn.record for a journal row: the row says what
+// is about to be done before it is done.
+func (c *Controller) journalDecision(ctx context.Context, id string) func(Decision) error {
+	return func(d Decision) error {
+		acts := make([]string, len(d.Actions))
+		for i, a := range d.Actions {
+			acts[i] = string(a)
+		}
+		return c.Journal.Update(ctx, id, map[string]any{"notes": fmt.Sprintf("converging: keep the %s copy (%s)", d.Keep, strings.Join(acts, ", "))})
+	}
 }
 
 func (c *Controller) emit(ctx context.Context, m *migration, kind string, downtime time.Duration, detail string) {
