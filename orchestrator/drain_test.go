@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -241,6 +242,12 @@ func TestDrainRefusals(t *testing.T) {
 		{DrainRequest{Host: "bad name!"}, ErrInvalidRequest, "not a valid"},
 		{DrainRequest{Host: "host-a", Parallel: -1}, ErrInvalidRequest, "--parallel"},
 		{DrainRequest{Host: "host-a", Order: "random"}, ErrInvalidRequest, "--order"},
+		// makechan: size out of range, the panic of issue 11.
+		{DrainRequest{Host: "host-a", Parallel: math.MaxInt}, ErrInvalidRequest, "--parallel"},
+		{DrainRequest{Host: "host-a", MaxPerTarget: 1 << 40}, ErrInvalidRequest, "--max-per-target"},
+		{DrainRequest{Host: "host-a", Retries: 1 << 30}, ErrInvalidRequest, "--retries"},
+		{DrainRequest{Host: "host-a", Backoff: math.MaxInt64}, ErrInvalidRequest, "--backoff"},
+		{DrainRequest{Host: "host-a", Live: Request{BandwidthMiBps: 1 << 44}}, ErrInvalidRequest, "--bandwidth"},
 		{DrainRequest{Host: "host-a", Targets: []string{"host-a"}}, ErrSameHost, "being drained"},
 	} {
 		_, err := f.c.Drain(context.Background(), tt.req)
