@@ -7,7 +7,7 @@ LAB_ROOT ?= $(or $(FERRY_LAB_ROOT),/var/lib/ferry-lab)
 LAB_HOSTS ?= 3
 export FERRY_LAB_ROOT := $(LAB_ROOT)
 
-.PHONY: all build deps lab-up lab-down unit e2e test demo bench lint clean
+.PHONY: all build deps lab-up lab-down unit fuzz e2e test demo bench lint clean
 
 all: build
 
@@ -23,9 +23,21 @@ lab-up: deps
 lab-down:
 	bash hack/lab-down.sh
 
-# Unit tests: no daemon needed.
+# Unit tests: no daemon needed; under the race detector.
 unit:
-	$(GO) test ./...
+	$(GO) test -race ./...
+
+# Each Go fuzz target for a while (go test -fuzz takes one target per run).
+# About 80 s in all; FUZZTIME=1m fuzz for longer.
+FUZZTIME ?= 8s
+FUZZ_TARGETS := ./api:FuzzMigrationRequest ./api:FuzzDrainRequest ./api:FuzzSLAReportQuery \
+	./cmd/ferry:FuzzParseDuration ./cmd/ferry:FuzzParseBandwidth ./cmd/ferry:FuzzLiveFlags \
+	./sla:FuzzParseTime
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t#*:}; echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	done
 
 # End-to-end tests against the lab (brought up if needed, always brought down).
 e2e: deps
@@ -35,8 +47,8 @@ e2e: deps
 	bash hack/lab-down.sh || true; \
 	exit $$rc
 
-# Everything: lint, unit tests, then the lab tests.
-test: deps lint unit e2e
+# Everything: lint, unit tests, fuzzing, then the lab tests.
+test: deps lint unit fuzz e2e
 
 demo: deps build
 	bash hack/demo.sh

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"sync"
 
@@ -146,7 +147,7 @@ func (s *Server) runDrain(ctx context.Context, d *drain, req orchestrator.DrainR
 	defer d.abort()
 	log := s.log.WithFields(logrus.Fields{"drain": d.id, "host": d.host})
 	log.Info("drain starting")
-	rep, err := s.ctl.Drain(ctx, req)
+	rep, err := s.safeDrain(ctx, log, req)
 	d.mu.Lock()
 	if rep != nil {
 		d.report = rep
@@ -169,6 +170,18 @@ func (s *Server) runDrain(ctx context.Context, d *drain, req orchestrator.DrainR
 		f = f.WithError(err)
 	}
 	f.Info("drain ended")
+}
+
+// safeDrain runs the drain; a panic in it becomes its error instead of
+// ending the process with every move in flight.
+func (s *Server) safeDrain(ctx context.Context, log *logrus.Entry, req orchestrator.DrainRequest) (rep *orchestrator.DrainReport, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			log.WithFields(logrus.Fields{"panic": fmt.Sprint(p), "stack": string(debug.Stack())}).Error("drain panicked")
+			rep, err = nil, fmt.Errorf("internal error in the drain (panic: %v): check its moves with GET /v1/migrations?state=running; `ferry recover` finishes any it left", p)
+		}
+	}()
+	return s.ctl.Drain(ctx, req)
 }
 
 func (s *Server) lookupDrain(id string) *drain {

@@ -18,6 +18,8 @@ type Error struct {
 	// OwnerPID is the ferry process that owns the migration or drain, when
 	// the request conflicts with one.
 	OwnerPID int `json:"owner_pid,omitempty"`
+	// RequestID names the request in the server's log (internal errors).
+	RequestID string `json:"request_id,omitempty"`
 
 	status int
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"strconv"
 	"sync"
 
@@ -190,6 +191,7 @@ func (s *Server) startMigration(w http.ResponseWriter, r *http.Request) {
 func (s *Server) run(ctx context.Context, m *move, p *plan) {
 	defer s.wg.Done()
 	defer m.cancel(nil)
+	defer s.recoverMove(m)
 	log := s.log.WithFields(logrus.Fields{"migration": m.id, "vm": m.vm, "kind": m.kind})
 	if p.auto {
 		pl, err := s.ctl.Place(ctx, m.vm, p.place)
@@ -238,6 +240,28 @@ func (s *Server) run(ctx context.Context, m *move, p *plan) {
 		state = res.State
 	}
 	s.finish(m, res, state, err)
+}
+
+// recoverMove turns a panic of a move's goroutine into its failure: the
+// journal row is marked failed (so `ferry recover` takes it) and the server
+// goes on serving its other moves.
+func (s *Server) recoverMove(m *move) {
+	p := recover()
+	if p == nil {
+		return
+	}
+	log := s.log.WithFields(logrus.Fields{"migration": m.id, "vm": m.vm, "panic": fmt.Sprint(p), "stack": string(debug.Stack())})
+	log.Error("migration panicked")
+	err := fmt.Errorf("%w: internal error in ferry serve (panic: %v): run `ferry recover %s` to settle where the VM runs", orchestrator.ErrNeedsRecovery, p, m.id)
+	bg := context.Background()
+	if rec, jerr := s.ctl.Journal.Get(bg, m.id); jerr == nil && rec.State == orchestrator.StateRunning {
+		if jerr := s.ctl.Journal.Finish(bg, m.id, orchestrator.StateFailed, err.Error(), nil); jerr != nil {
+			log.WithError(jerr).Error("journal")
+		}
+	}
+	if !m.isDone() {
+		s.finish(m, nil, orchestrator.StateFailed, err)
+	}
 }
 
 // onProgress keeps the last snapshot; at the reservation it learns the VM's

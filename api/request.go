@@ -202,10 +202,11 @@ func example(dst any) string {
 	return "{}"
 }
 
-// parseDur reads an optional duration field ("" and "0" are zero).
-func parseDur(field, v string) (time.Duration, error) {
+// parseDur reads an optional duration field ("" and "0" are zero) and
+// checks it against its range.
+func parseDur(field, v string, rng orchestrator.DurationRange) (time.Duration, error) {
 	if v == "" || v == "0" {
-		return 0, nil
+		return 0, inRange(rng.Check(field, 0))
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
@@ -214,7 +215,15 @@ func parseDur(field, v string) (time.Duration, error) {
 	if d < 0 {
 		return 0, invalid("%s %q must not be negative", field, v)
 	}
-	return d, nil
+	return d, inRange(rng.Check(field, d))
+}
+
+// inRange turns an orchestrator range error into the API's 400.
+func inRange(err error) error {
+	if err == nil {
+		return nil
+	}
+	return invalid("%v", err)
 }
 
 // validVM accepts a VM name or UUID.
@@ -267,22 +276,25 @@ func parseLabels(field string, in []string) ([]orchestrator.Label, error) {
 func (o LiveOptions) live() (orchestrator.Request, error) {
 	var r orchestrator.Request
 	var err error
-	if r.MaxDowntime, err = parseDur("max_downtime", o.MaxDowntime); err != nil {
+	if r.MaxDowntime, err = parseDur("max_downtime", o.MaxDowntime, orchestrator.RangeMaxDowntime); err != nil {
 		return r, err
 	}
 	if o.MaxDowntime != "" && r.MaxDowntime == 0 {
 		return r, invalid("max_downtime must be more than 0")
 	}
-	if r.DowntimeCeiling, err = parseDur("max_downtime_ceiling", o.MaxDowntimeCeiling); err != nil {
+	if r.DowntimeCeiling, err = parseDur("max_downtime_ceiling", o.MaxDowntimeCeiling, orchestrator.RangeDowntimeCeiling); err != nil {
 		return r, err
 	}
 	if r.DowntimeCeiling > 0 && r.MaxDowntime > 0 && r.DowntimeCeiling < r.MaxDowntime {
 		return r, invalid("max_downtime_ceiling %s is below max_downtime %s", o.MaxDowntimeCeiling, o.MaxDowntime)
 	}
-	if r.CompletionTimeout, err = parseDur("completion_timeout", o.CompletionTimeout); err != nil {
+	if r.CompletionTimeout, err = parseDur("completion_timeout", o.CompletionTimeout, orchestrator.RangeCompletionTimeout); err != nil {
 		return r, err
 	}
-	if r.Timeout, err = parseDur("timeout", o.Timeout); err != nil {
+	if r.Timeout, err = parseDur("timeout", o.Timeout, orchestrator.RangeTimeout); err != nil {
+		return r, err
+	}
+	if err := inRange(orchestrator.RangeBandwidthMiBps.CheckUint("bandwidth_mibps", o.BandwidthMiBps)); err != nil {
 		return r, err
 	}
 	switch o.OnTimeout {
@@ -365,7 +377,10 @@ func (m *MigrationRequest) validate(inv *orchestrator.Inventory) (*plan, error) 
 		if (m.ShutdownTimeout != "" || m.Force) && !m.Shutdown {
 			return nil, invalid("shutdown_timeout and force go with shutdown: true")
 		}
-		st, err := parseDur("shutdown_timeout", m.ShutdownTimeout)
+		if err := inRange(orchestrator.RangeBandwidthMiBps.CheckUint("bandwidth_mibps", m.BandwidthMiBps)); err != nil {
+			return nil, err
+		}
+		st, err := parseDur("shutdown_timeout", m.ShutdownTimeout, orchestrator.RangeShutdownTimeout)
 		if err != nil {
 			return nil, err
 		}
@@ -404,11 +419,11 @@ func (d *DrainRequest) validate(inv *orchestrator.Inventory, host string) (orche
 	if err := inventoryHost(inv, "host", host); err != nil {
 		return req, err
 	}
-	switch {
-	case d.Parallel < 0:
-		return req, invalid("parallel %d: at least 1 (0 or absent: %d)", d.Parallel, orchestrator.DefaultDrainParallel)
-	case d.MaxPerTarget < 0:
-		return req, invalid("max_per_target %d: at least 1 (0 or absent: %d)", d.MaxPerTarget, orchestrator.DefaultDrainMaxPerTarget)
+	if err := inRange(orchestrator.RangeParallel.Check("parallel", int64(d.Parallel))); err != nil {
+		return req, err
+	}
+	if err := inRange(orchestrator.RangeMaxPerTarget.Check("max_per_target", int64(d.MaxPerTarget))); err != nil {
+		return req, err
 	}
 	switch d.Order {
 	case "", "smallest", "largest", "name":
@@ -416,13 +431,13 @@ func (d *DrainRequest) validate(inv *orchestrator.Inventory, host string) (orche
 		return req, invalid("order %q: use smallest, largest or name", d.Order)
 	}
 	if d.Retries != nil {
-		if *d.Retries < 0 {
-			return req, invalid("retries %d must not be negative", *d.Retries)
+		if err := inRange(orchestrator.RangeRetries.Check("retries", int64(*d.Retries))); err != nil {
+			return req, err
 		}
 		req.Retries = *d.Retries
 	}
 	var err error
-	if req.Backoff, err = parseDur("backoff", d.Backoff); err != nil {
+	if req.Backoff, err = parseDur("backoff", d.Backoff, orchestrator.RangeBackoff); err != nil {
 		return req, err
 	}
 	for _, t := range d.Targets {

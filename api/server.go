@@ -8,11 +8,13 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
@@ -209,21 +211,29 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
+// RequestIDHeader carries the id of every request in its answer; the
+// server's log lines of the request carry it as request_id.
+const RequestIDHeader = "X-Request-Id"
+
 // observe logs every request (never its headers: they carry the token) and
-// counts it.
+// counts it. A panicking handler is answered 500 and logged with the stack;
+// the server goes on serving.
 func (s *Server) observe(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
+		// Ours, never the client's: a log line must not carry what a client chose.
+		rid := uuid.NewString()
+		w.Header().Set(RequestIDHeader, rid)
 		n := &reqNotes{fields: logrus.Fields{}}
 		r = r.WithContext(context.WithValue(r.Context(), notesKey{}, n))
 		sw := &statusWriter{ResponseWriter: w}
-		next.ServeHTTP(sw, r)
+		s.serveRecovering(sw, r, next, rid)
 		if sw.status == 0 {
 			sw.status = http.StatusOK
 		}
 		n.mu.Lock()
 		f := logrus.Fields{"method": r.Method, "path": r.URL.Path, "status": sw.status, "remote": r.RemoteAddr,
-			"duration_ms": time.Since(start).Milliseconds()}
+			"duration_ms": time.Since(start).Milliseconds(), "request_id": rid}
 		for k, v := range n.fields {
 			f[k] = v
 		}
@@ -241,6 +251,28 @@ func (s *Server) observe(next http.Handler) http.Handler {
 		}
 		s.metrics.requests.WithLabelValues(r.Method, routeOf(r.URL.Path), strconv.Itoa(sw.status)).Inc()
 	})
+}
+
+// serveRecovering runs next, turning a panic into a 500 answer (when
+// nothing was written yet) and an error log line with the stack.
+func (s *Server) serveRecovering(w *statusWriter, r *http.Request, next http.Handler, rid string) {
+	defer func() {
+		p := recover()
+		if p == nil {
+			return
+		}
+		if p == http.ErrAbortHandler { // net/http's way to abort a response on purpose
+			panic(p)
+		}
+		s.log.WithFields(logrus.Fields{"request_id": rid, "method": r.Method, "path": r.URL.Path,
+			"panic": fmt.Sprint(p), "stack": string(debug.Stack())}).Error("api handler panicked")
+		if w.status == 0 {
+			e := apiErr(http.StatusInternalServerError, "internal", "internal error: the server logged it with request id "+rid)
+			e.RequestID = rid
+			writeError(w, r, e)
+		}
+	}()
+	next.ServeHTTP(w, r)
 }
 
 // routeOf maps a path to its route for the metrics label (ids would make

@@ -152,18 +152,13 @@ func (f *fixture) expect(r response, status int, code string) {
 // waitState polls GET /v1/migrations/ID until the journal state is want.
 func (f *fixture) waitState(id, want string) response {
 	f.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r := f.do("GET", "/v1/migrations/"+id, "")
+	var r response
+	waitFor(f.t, "migration "+id+" to be "+want, func() bool {
+		r = f.do("GET", "/v1/migrations/"+id, "")
 		// The journal row ends a moment before the server has the result.
-		if r.status == http.StatusOK && r.str("state") == want && (r.body["managed"] != true || r.body["result"] != nil) {
-			return r
-		}
-		if time.Now().After(deadline) {
-			f.t.Fatalf("migration %s not %s within 10s: %d %s", id, want, r.status, r.raw)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return r.status == http.StatusOK && r.str("state") == want && (r.body["managed"] != true || r.body["result"] != nil)
+	})
+	return r
 }
 
 func TestAuth(t *testing.T) {
@@ -622,11 +617,14 @@ func TestHealthAndShutdown(t *testing.T) {
 // waitFor polls cond for up to 10 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-deadline:
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

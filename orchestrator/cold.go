@@ -302,6 +302,9 @@ func (cm *cold) preflight(ctx context.Context) error {
 	if req.ShutdownTimeout < 0 {
 		return refuse(ErrInvalidRequest, nil, "--shutdown-timeout must be positive")
 	}
+	if err := req.checkRanges(); err != nil {
+		return err
+	}
 	var err error
 	if cm.dst, err = c.Inventory.Resolve(req.To); err != nil {
 		return err
@@ -579,7 +582,7 @@ func (cm *cold) run(ctx context.Context) (*ColdResult, error) {
 	rec := &coldRecorder{cm: cm, ctx: bg, cur: StageReservation}
 	mv := &coldmove.Move{Src: cm.srcConn, Dst: cm.dstConn, SrcStorage: srcS, DstStorage: dstS, Domain: cm.dom, Plan: cm.plan,
 		KeepSource: cm.creq.KeepSource, Start: cm.creq.Start, Previous: cm.prev, Recorder: rec,
-		BandwidthBytesPerSec: cm.creq.BandwidthMiBps << 20,
+		BandwidthBytesPerSec: uint64(BandwidthBytesPerSec(cm.creq.BandwidthMiBps)),
 		Observe:              func() (*virt.HostUsage, error) { return virt.ObserveUsage(cm.srcConn) },
 		Progress:             func(p coldmove.Progress) { cm.coldProgress(p, rec.stage()) },
 		OnStep: func(ev coldmove.StepEvent) {

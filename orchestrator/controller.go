@@ -318,6 +318,9 @@ func (m *migration) preflight(ctx context.Context) error {
 	if req.Timeout < 0 || req.MaxDowntime < 0 {
 		return refuse(ErrInvalidRequest, nil, "durations must be positive")
 	}
+	if err := req.checkRanges(); err != nil {
+		return err
+	}
 	var err error
 	if m.dst, err = c.Inventory.Resolve(req.To); err != nil {
 		return err

@@ -141,7 +141,8 @@ func validateDrain(req DrainRequest) error {
 	if _, ok := vmOrders[req.Order]; !ok {
 		return refuse(ErrInvalidRequest, nil, "--order %q: use smallest, largest or name", req.Order)
 	}
-	return nil
+	// Before anything is sized from them (the done channel holds Parallel).
+	return req.checkRanges()
 }
 
 // drainTargets resolves the hosts VMs may go to: the given ones, or every

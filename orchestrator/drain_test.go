@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ type drainFixture struct {
 	maxTotal   int
 	total      int
 	release    chan struct{}
+	started    chan string    // a move's VM name as it starts copying
 	failFirstN map[string]int // VM name -> failures left
 }
 
@@ -33,7 +35,7 @@ func newDrainFixture(t *testing.T, vms map[string]uint64) *drainFixture {
 	cl := virttest.NewCluster()
 	capa := virt.Capacity{CPUs: 4, MemoryBytes: 8 << 30, FreeMemoryBytes: 4 << 30}
 	f := &drainFixture{a: cl.AddHost(uriA, capa), b: cl.AddHost(uriB, capa), cc: cl.AddHost(uriC, capa),
-		inflight: map[string]int{}, maxInto: map[string]int{}, release: make(chan struct{}, 100), failFirstN: map[string]int{}}
+		inflight: map[string]int{}, maxInto: map[string]int{}, release: make(chan struct{}, 100), started: make(chan string, 100), failFirstN: map[string]int{}}
 	i := 0
 	for name, mem := range vms {
 		i++
@@ -49,6 +51,7 @@ func newDrainFixture(t *testing.T, vms map[string]uint64) *drainFixture {
 				f.failFirstN[name]--
 			}
 			f.mu.Unlock()
+			f.started <- name
 			defer func() {
 				f.mu.Lock()
 				f.inflight[p.DestURI]--
@@ -241,6 +244,12 @@ func TestDrainRefusals(t *testing.T) {
 		{DrainRequest{Host: "bad name!"}, ErrInvalidRequest, "not a valid"},
 		{DrainRequest{Host: "host-a", Parallel: -1}, ErrInvalidRequest, "--parallel"},
 		{DrainRequest{Host: "host-a", Order: "random"}, ErrInvalidRequest, "--order"},
+		// makechan: size out of range, the panic of issue 11.
+		{DrainRequest{Host: "host-a", Parallel: math.MaxInt}, ErrInvalidRequest, "--parallel"},
+		{DrainRequest{Host: "host-a", MaxPerTarget: 1 << 40}, ErrInvalidRequest, "--max-per-target"},
+		{DrainRequest{Host: "host-a", Retries: 1 << 30}, ErrInvalidRequest, "--retries"},
+		{DrainRequest{Host: "host-a", Backoff: math.MaxInt64}, ErrInvalidRequest, "--backoff"},
+		{DrainRequest{Host: "host-a", Live: Request{BandwidthMiBps: 1 << 44}}, ErrInvalidRequest, "--bandwidth"},
 		{DrainRequest{Host: "host-a", Targets: []string{"host-a"}}, ErrSameHost, "being drained"},
 	} {
 		_, err := f.c.Drain(context.Background(), tt.req)
@@ -321,10 +330,15 @@ func TestMigrateHonoursLimits(t *testing.T) {
 	if r := f.lastRecord(t); r.State != StateRefused {
 		t.Fatalf("row %s", r.State)
 	}
-	time.AfterFunc(300*time.Millisecond, func() { _ = f.c.Journal.Release(ctx, "other-move") })
+	// The other move ends once this one says it waits for the slot.
 	var waited bool
 	res, err := f.c.Migrate(ctx, Request{VM: "web-01", To: "host-b", WaitForSlot: true, Progress: func(p Progress) {
-		waited = waited || strings.Contains(p.Message, "waiting for a move slot")
+		if strings.Contains(p.Message, "waiting for a move slot") && !waited {
+			waited = true
+			if err := f.c.Journal.Release(ctx, "other-move"); err != nil {
+				t.Errorf("release: %v", err)
+			}
+		}
 	}})
 	if err != nil || res.State != StateCompleted || !waited {
 		t.Fatalf("with WaitForSlot: %v, %+v, waited %v", err, res, waited)
@@ -360,5 +374,67 @@ func TestDrainSkipsVMThatVanished(t *testing.T) {
 	}})
 	if err != nil || !rep.Empty || rep.VMs[1].State != DrainVMSkipped || !strings.Contains(rep.VMs[1].Reason, "no longer on host-a") {
 		t.Fatalf("err %v, report %+v", err, rep.VMs)
+	}
+}
+
+// awaitStart returns the next move to start, failing after 10 s.
+func (f *drainFixture) awaitStart(t *testing.T) string {
+	t.Helper()
+	select {
+	case name := <-f.started:
+		return name
+	case <-time.After(10 * time.Second):
+		t.Fatal("timed out waiting for a move to start")
+		return ""
+	}
+}
+
+// Moves are held until the limit is reached: exactly Parallel run at once,
+// the next starts only when one ends, and never more than the limits.
+func TestDrainParallelismIsExact(t *testing.T) {
+	f := newDrainFixture(t, map[string]uint64{"v1": 64 << 20, "v2": 64 << 20, "v3": 64 << 20, "v4": 64 << 20, "v5": 64 << 20})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	type result struct {
+		rep *DrainReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rep, err := f.c.Drain(ctx, DrainRequest{Host: "host-a", Parallel: 3, MaxPerTarget: 2})
+		done <- result{rep, err}
+	}()
+	for range 3 {
+		f.awaitStart(t)
+	}
+	f.mu.Lock()
+	total := f.total
+	f.mu.Unlock()
+	if total != 3 {
+		t.Fatalf("%d moves in flight with --parallel 3 and room for 4 on the targets", total)
+	}
+	// One ends: exactly one more starts.
+	f.release <- struct{}{}
+	f.awaitStart(t)
+	f.mu.Lock()
+	maxTotal := f.maxTotal
+	f.mu.Unlock()
+	if maxTotal != 3 {
+		t.Fatalf("%d moves were in flight at once, want 3", maxTotal)
+	}
+	f.releaseAll(ctx)
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the drain did not end")
+	}
+	if r.err != nil || r.rep.Moved != 5 || !r.rep.Empty {
+		t.Fatalf("drain: %v %+v", r.err, r.rep)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.maxTotal != 3 || f.maxInto[uriB] > 2 || f.maxInto[uriC] > 2 {
+		t.Fatalf("concurrency: %d overall (want 3), into %v (at most 2 each)", f.maxTotal, f.maxInto)
 	}
 }

@@ -217,12 +217,31 @@ func (ph *pendingHooks) wait() hookReport {
 	return ph.rep
 }
 
+// ErrUnsafeHooks: the hooks directory or a hook could be changed by
+// someone other than root or ferry's own user, so ferry runs none of them.
+var ErrUnsafeHooks = errors.New("unsafe hooks")
+
 // hookExecutables lists the executable regular files of dir in name order,
-// skipping hidden files and editor backups.
-func hookExecutables(dir string) []string {
+// skipping hidden files and editor backups. ferry runs them as itself
+// (usually root), so the directory and every hook must be owned by root or
+// ferry's user and writable by nobody else; otherwise none runs.
+func hookExecutables(dir string) ([]string, error) {
+	dinfo, err := os.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil // no hooks directory: nothing to run
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: hooks directory %s: %w", ErrUnsafeHooks, dir, err)
+	}
+	if !dinfo.IsDir() {
+		return nil, fmt.Errorf("%w: hooks directory %s is not a directory", ErrUnsafeHooks, dir)
+	}
+	if err := safeHookFile("hooks directory", dir, dinfo); err != nil {
+		return nil, err
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil // no hooks directory: nothing to run
+		return nil, fmt.Errorf("%w: reading the hooks directory %s: %w", ErrUnsafeHooks, dir, err)
 	}
 	names := make([]string, 0, len(entries))
 	for _, e := range entries {
@@ -234,10 +253,27 @@ func hookExecutables(dir string) []string {
 		if err != nil || !info.Mode().IsRegular() || info.Mode().Perm()&0o111 == 0 {
 			continue
 		}
+		if err := safeHookFile("hook", filepath.Join(dir, n), info); err != nil {
+			return nil, err
+		}
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	return names
+	return names, nil
+}
+
+// safeHookFile refuses a hook or hooks directory that is group- or
+// world-writable or owned by anyone but root or ferry's user.
+func safeHookFile(what, path string, info os.FileInfo) error {
+	if perm := info.Mode().Perm(); perm&0o022 != 0 {
+		return fmt.Errorf("%w: %s %s is writable by its group or others (mode %04o): run chmod go-w %s; no hook runs until then",
+			ErrUnsafeHooks, what, path, perm, path)
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("%w: %s %s is owned by uid %d, not root or ferry's user (uid %d): run chown root %s; no hook runs until then",
+			ErrUnsafeHooks, what, path, st.Uid, os.Geteuid(), path)
+	}
+	return nil
 }
 
 // runExecutables executes every hook of the hooks directory directly (no
@@ -258,9 +294,15 @@ func (c *Controller) runExecutables(ctx context.Context, log *logrus.Entry, p Ho
 		"FERRY_DESTINATION=" + p.Destination, "FERRY_DESTINATION_URI=" + p.DestinationURI,
 		fmt.Sprintf("FERRY_DOWNTIME_MS=%d", p.DowntimeMS),
 	}
+	names, err := hookExecutables(dir)
+	if err != nil {
+		// At pre-migration this vetoes the move: an unchecked gate is no gate.
+		log.WithError(err).Error("hooks refused")
+		return 0, []hookFailure{{event: p.Event, what: "hooks", err: err.Error()}}
+	}
 	var failures []hookFailure
 	ran := 0
-	for _, n := range hookExecutables(dir) {
+	for _, n := range names {
 		ran++
 		f := runExecutable(ctx, log, filepath.Join(dir, n), n, p.Event, env, body, timeout)
 		if f == nil {

@@ -525,3 +525,79 @@ func TestWebhooksRunConcurrently(t *testing.T) {
 
 // testVMUUID is the fixture VM's UUID (newFixture).
 const testVMUUID = "6a7c1c1e-2c55-4d6e-9a55-1d2b3c4d5e6f"
+
+// A hooks directory or hook that someone other than root or ferry's user
+// could change is refused: nothing in it runs, and at pre-migration the move
+// is vetoed with a message that says what to fix.
+func TestUnsafeHooksAreRefused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "hooks.d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "ran")
+	hook := filepath.Join(dir, "10-gate")
+	writeHook(t, dir, "10-gate", `echo ran >> "`+out+`"`)
+	c := &Controller{HooksDir: dir, HookTimeout: 5 * time.Second}
+	log := logrus.NewEntry(logrus.New())
+	dispatch := func() hookReport {
+		t.Helper()
+		_ = os.Remove(out)
+		return c.dispatch(context.Background(), log, HookPayload{Event: HookPreMigration, Kind: "live"})
+	}
+	if rep := dispatch(); rep.ran != 1 || len(rep.failures) != 0 {
+		t.Fatalf("safe hooks: %+v", rep)
+	}
+	for _, tc := range []struct {
+		name  string
+		setup func() error
+		undo  func() error
+		want  string
+	}{
+		{"world-writable directory", func() error { return os.Chmod(dir, 0o777) }, func() error { return os.Chmod(dir, 0o755) },
+			"hooks directory " + dir + " is writable by its group or others (mode 0777): run chmod go-w"},
+		{"group-writable directory", func() error { return os.Chmod(dir, 0o775) }, func() error { return os.Chmod(dir, 0o755) },
+			"(mode 0775)"},
+		{"group-writable hook", func() error { return os.Chmod(hook, 0o775) }, func() error { return os.Chmod(hook, 0o755) },
+			"hook " + hook + " is writable by its group or others (mode 0775)"},
+		{"world-writable hook", func() error { return os.Chmod(hook, 0o757) }, func() error { return os.Chmod(hook, 0o755) },
+			"(mode 0757)"},
+		{"hook owned by another user", func() error { return os.Chown(hook, 4242, 4242) }, func() error { return os.Chown(hook, os.Geteuid(), os.Getegid()) },
+			"hook " + hook + " is owned by uid 4242, not root or ferry's user"},
+		{"directory owned by another user", func() error { return os.Chown(dir, 4242, 4242) }, func() error { return os.Chown(dir, os.Geteuid(), os.Getegid()) },
+			"hooks directory " + dir + " is owned by uid 4242"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.setup(); err != nil {
+				if os.Geteuid() != 0 {
+					t.Skipf("needs root: %v", err)
+				}
+				t.Fatal(err)
+			}
+			defer func() {
+				if err := tc.undo(); err != nil {
+					t.Fatal(err)
+				}
+			}()
+			rep := dispatch()
+			if _, err := os.Stat(out); err == nil {
+				t.Fatal("an unsafe hook ran")
+			}
+			if len(rep.failures) != 1 || !strings.Contains(rep.failures[0].err, tc.want) || !strings.Contains(rep.failures[0].err, "no hook runs until then") {
+				t.Fatalf("report %+v, want a failure containing %q", rep, tc.want)
+			}
+		})
+	}
+	// The move is vetoed with that message.
+	f := newFixture(t)
+	f.c.HooksDir = dir
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.c.Migrate(context.Background(), Request{VM: "web-01", To: "host-b"})
+	if !errors.Is(err, ErrVetoed) || !strings.Contains(err.Error(), "writable by its group or others") {
+		t.Fatalf("migrate with an unsafe hooks directory: %v", err)
+	}
+	if info, _ := f.vm.Info(); info.State != virt.StateRunning {
+		t.Fatal("the vetoed move touched the VM")
+	}
+}

@@ -27,7 +27,7 @@ func (r Request) policy() precopy.Policy {
 	return precopy.Policy{
 		InitialDowntime:      r.MaxDowntime,
 		DowntimeCeiling:      r.DowntimeCeiling,
-		BandwidthBytesPerSec: int64(r.BandwidthMiBps) << 20,
+		BandwidthBytesPerSec: BandwidthBytesPerSec(r.BandwidthMiBps),
 		AllowPostcopy:        r.AllowPostcopy,
 		CompletionTimeout:    r.CompletionTimeout,
 		OnTimeout:            precopy.TimeoutAction(r.OnTimeout),
@@ -73,7 +73,7 @@ func (m *migration) plan(ctx context.Context) (*PlanInfo, error) {
 	pl, err := pol.Plan(precopy.Inputs{
 		MemoryBytes:          int64(m.info.MemoryBytes),
 		DirtyBytesPerSec:     int64(dirty),
-		BandwidthBytesPerSec: int64(link) << 20,
+		BandwidthBytesPerSec: BandwidthBytesPerSec(link),
 	})
 	if err != nil {
 		return nil, refuse(ErrInvalidRequest, err, "%v", err)

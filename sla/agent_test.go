@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -151,6 +152,14 @@ func TestAgentConnectAndLifecycle(t *testing.T) {
 // a crash it missed while blind is recorded as VM_Failure.
 func TestAgentReconnectRereadsDomains(t *testing.T) {
 	f := newAgentFixture(t)
+	var failedDials atomic.Int32
+	f.agent.Dial = func(ctx context.Context, uri string) (virt.Host, error) {
+		h, err := f.cl.Dial(ctx, uri)
+		if err != nil && uri == uriA {
+			failedDials.Add(1)
+		}
+		return h, err
+	}
 	f.start(t)
 	f.waitConnected(t, "host-a", "host-b")
 
@@ -161,7 +170,9 @@ func TestAgentReconnectRereadsDomains(t *testing.T) {
 	if !has(evs, VMUnreachable, "host-a", "vm1") || !has(evs, VMUnreachable, "host-a", "vm2") {
 		t.Fatalf("no VM_Unreachable per VM:\n%s", dump(evs))
 	}
-	time.Sleep(50 * time.Millisecond) // a few failed redials
+	// Redials fail while the host is down; each must not record another blind interval.
+	n0 := failedDials.Load()
+	eventually(t, "three failed redials of host-a", func() bool { return failedDials.Load() >= n0+3 })
 	if n := strings.Count(dump(f.sink.events()), "Monitor_Blind"); n != 1 {
 		t.Fatalf("%d Monitor_Blind while down, want 1 per blind interval", n)
 	}

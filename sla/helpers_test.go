@@ -143,3 +143,18 @@ func checkConsistent(t *testing.T, r Report, e Entry) {
 		t.Errorf("%s %s: downtime %v outside its bounds [%v, %v]", e.Scope, e.Name, e.Downtime, e.DowntimeLow, e.DowntimeHigh)
 	}
 }
+
+// eventually polls cond until it holds, failing the test after 5 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}

@@ -84,19 +84,12 @@ func TestMonitorEndToEndWithFakes(t *testing.T) {
 
 	wait := func(what string, cond func([]Event) bool) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
-		for {
+		eventually(t, what, func() bool {
 			mu.Lock()
 			evs := append([]Event(nil), seen...)
 			mu.Unlock()
-			if cond(evs) {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s:\n%s", what, dump(evs))
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return cond(evs)
+		})
 	}
 	wait("vm1 placed", func(evs []Event) bool { return has(evs, VMReachable, "host-a", "vm1") })
 
@@ -116,12 +109,7 @@ func TestMonitorEndToEndWithFakes(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("the migration event", func(evs []Event) bool { return has(evs, MigrationCompleted, "host-b", "vm1") })
-	time.Sleep(50 * time.Millisecond) // a metrics refresh
-
-	rec := httptest.NewRecorder()
-	m.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
-	body, _ := io.ReadAll(rec.Body)
-	for _, want := range []string{
+	wants := []string{
 		`ferry_sla_host_up{host="host-a"} 1`,
 		`ferry_sla_host_up{host="host-b"} 1`,
 		`ferry_sla_migration_downtime_seconds_count 1`,
@@ -129,11 +117,28 @@ func TestMonitorEndToEndWithFakes(t *testing.T) {
 		`ferry_sla_events_total{kind="PS_Unreachable"} 1`,
 		`ferry_sla_vm_eligible_seconds_total{vm="vm1"}`,
 		`ferry_sla_vm_unavailable_seconds_total{vm="vm1"}`,
-	} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("metrics lack %q:\n%s", want, body)
-		}
 	}
+	// The metrics follow the log at the next refresh: poll for it.
+	var body []byte
+	missing := func() []string {
+		rec := httptest.NewRecorder()
+		m.Metrics.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+		body, _ = io.ReadAll(rec.Body)
+		var out []string
+		for _, want := range wants {
+			if !strings.Contains(string(body), want) {
+				out = append(out, want)
+			}
+		}
+		return out
+	}
+	var miss []string
+	defer func() {
+		if len(miss) > 0 {
+			t.Logf("metrics lack %q:\n%s", miss, body)
+		}
+	}()
+	eventually(t, "the metrics to follow the log", func() bool { miss = missing(); return len(miss) == 0 })
 
 	cancel()
 	if err := <-done; err != nil {

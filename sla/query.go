@@ -34,6 +34,10 @@ func DefaultReportQuery() ReportQuery {
 // ErrNoEntry: the log has no events of the VM or host a query asks for.
 var ErrNoEntry = errors.New("not in the SLA log")
 
+// MaxPollInterval bounds a poller interval (the report's and the agents'):
+// beyond a day a poller no longer observes outages.
+const MaxPollInterval = 24 * time.Hour
+
 // QueryError is a bad value in a ReportQuery; Field names it (from, to,
 // target, poll_interval) so each front end can say it in its own terms
 // (--from, ?from=).
@@ -65,11 +69,12 @@ func (q ReportQuery) Resolve(now time.Time) (Period, Options, error) {
 	if !t.After(f) {
 		return Period{}, Options{}, &QueryError{"to", fmt.Sprintf("%s is not after the start of the period (%s)", t.UTC().Format(time.RFC3339Nano), f.UTC().Format(time.RFC3339Nano))}
 	}
-	if q.Target <= 0 || q.Target > 100 {
+	// Written so that NaN fails too (every comparison with it is false).
+	if !(q.Target > 0 && q.Target <= 100) {
 		return Period{}, Options{}, &QueryError{"target", fmt.Sprintf("%v: a percentage above 0 and at most 100, e.g. 99.95", q.Target)}
 	}
-	if q.PollInterval <= 0 {
-		return Period{}, Options{}, &QueryError{"poll_interval", fmt.Sprintf("%s: must be positive", q.PollInterval)}
+	if q.PollInterval <= 0 || q.PollInterval > MaxPollInterval {
+		return Period{}, Options{}, &QueryError{"poll_interval", fmt.Sprintf("%s: must be above 0 and at most %s", q.PollInterval, MaxPollInterval)}
 	}
 	opts := DefaultOptions()
 	opts.Target, opts.Backdate, opts.ChargeMigrationPause, opts.PollInterval = q.Target, q.Backdate, q.ChargeMigrationPauses, q.PollInterval

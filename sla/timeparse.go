@@ -2,6 +2,7 @@ package sla
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +60,9 @@ func parseRelative(s string) (time.Duration, error) {
 	rest, err := time.ParseDuration(s)
 	if err != nil || rest < 0 {
 		return 0, fmt.Errorf("not a duration such as 24h, 7d or 1d12h")
+	}
+	if rest > math.MaxInt64-d { // days plus a huge duration would wrap negative
+		return 0, fmt.Errorf("too far from now")
 	}
 	return d + rest, nil
 }

@@ -139,21 +139,33 @@ func (o *drainOptions) validate(cmd *cobra.Command) error {
 		}
 		return nil
 	}
+	// 0 would mean "the default" to the library; on the command line the
+	// default is already in the flag, so 0 is a mistake.
 	if o.parallel < 1 {
 		return usagef("--parallel %d: must be at least 1", o.parallel)
 	}
 	if o.maxPerTarget < 1 {
 		return usagef("--max-per-target %d: must be at least 1", o.maxPerTarget)
 	}
-	if o.retries < 0 {
-		return usagef("--retries %d: must be 0 or more", o.retries)
+	for _, c := range []struct {
+		flag string
+		rng  orchestrator.Range
+		v    int
+	}{
+		{"--parallel", orchestrator.RangeParallel, o.parallel},
+		{"--max-per-target", orchestrator.RangeMaxPerTarget, o.maxPerTarget},
+		{"--retries", orchestrator.RangeRetries, o.retries},
+	} {
+		if err := c.rng.Check(c.flag, int64(c.v)); err != nil {
+			return usageError{err}
+		}
 	}
 	switch o.order {
 	case "smallest", "largest", "name":
 	default:
 		return usagef("--order %q: use smallest, largest or name", o.order)
 	}
-	backoff, err := parseDuration("--backoff", o.backoff)
+	backoff, err := parseDuration("--backoff", o.backoff, orchestrator.RangeBackoff)
 	if err != nil {
 		return err
 	}

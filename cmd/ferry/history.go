@@ -31,6 +31,9 @@ func newHistoryCmd(a *app) *cobra.Command {
 			default:
 				return usagef("--outcome %q: use running, completed, refused, rolled_back or failed", o.state)
 			}
+			if err := orchestrator.RangeListLimit.Check("--limit", int64(o.limit)); err != nil {
+				return usageError{err}
+			}
 			j, err := a.journal(cmd.Context())
 			if err != nil {
 				return err

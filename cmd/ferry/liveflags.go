@@ -29,7 +29,7 @@ func (l *liveFlags) register(f *pflag.FlagSet, prefix string) {
 // parse checks the flags and returns them as a request template.
 func (l *liveFlags) parse() (orchestrator.Request, error) {
 	var r orchestrator.Request
-	md, err := parseDuration("--max-downtime", l.maxDowntime)
+	md, err := parseDuration("--max-downtime", l.maxDowntime, orchestrator.RangeMaxDowntime)
 	if err != nil {
 		return r, err
 	}
@@ -40,14 +40,14 @@ func (l *liveFlags) parse() (orchestrator.Request, error) {
 	if err != nil {
 		return r, err
 	}
-	ceil, err := parseDuration("--max-downtime-ceiling", l.ceiling)
+	ceil, err := parseDuration("--max-downtime-ceiling", l.ceiling, orchestrator.RangeDowntimeCeiling)
 	if err != nil {
 		return r, err
 	}
 	if ceil > 0 && ceil < md {
 		return r, usagef("--max-downtime-ceiling %s is below --max-downtime %s", l.ceiling, l.maxDowntime)
 	}
-	ct, err := parseDuration("--completion-timeout", l.completion)
+	ct, err := parseDuration("--completion-timeout", l.completion, orchestrator.RangeCompletionTimeout)
 	if err != nil {
 		return r, err
 	}

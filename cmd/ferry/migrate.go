@@ -142,7 +142,7 @@ func (o *migrateOptions) validate() error {
 	if err != nil {
 		return err
 	}
-	to, err := parseDuration("--timeout", o.timeout)
+	to, err := parseDuration("--timeout", o.timeout, orchestrator.RangeTimeout)
 	if err != nil {
 		return err
 	}
@@ -152,9 +152,11 @@ func (o *migrateOptions) validate() error {
 	return nil
 }
 
-func parseDuration(flag, v string) (time.Duration, error) {
+// parseDuration reads a duration flag ("0" is zero) and checks it against
+// its range.
+func parseDuration(flag, v string, rng orchestrator.DurationRange) (time.Duration, error) {
 	if v == "0" {
-		return 0, nil
+		return 0, rangeErr(rng.Check(flag, 0))
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
@@ -163,7 +165,15 @@ func parseDuration(flag, v string) (time.Duration, error) {
 	if d < 0 {
 		return 0, usagef("%s %q must not be negative", flag, v)
 	}
-	return d, nil
+	return d, rangeErr(rng.Check(flag, d))
+}
+
+// rangeErr marks a range error as bad input (exit 2).
+func rangeErr(err error) error {
+	if err == nil {
+		return nil
+	}
+	return usageError{err}
 }
 
 func (o *migrateOptions) run(cmd *cobra.Command, a *app, c *orchestrator.Controller) error {
@@ -189,7 +199,7 @@ func (o *migrateOptions) validateCold() error {
 	if (o.changed("shutdown-timeout") || o.force) && !o.shutdown {
 		return usagef("--shutdown-timeout and --force go with --shutdown")
 	}
-	st, err := parseDuration("--shutdown-timeout", o.shutdownTimeout)
+	st, err := parseDuration("--shutdown-timeout", o.shutdownTimeout, orchestrator.RangeShutdownTimeout)
 	if err != nil {
 		return err
 	}
@@ -237,5 +247,5 @@ func parseBandwidth(v string) (uint64, error) {
 	if err != nil {
 		return 0, usagef("--bandwidth %q: give a whole number of MiB/s, e.g. 100", v)
 	}
-	return bw, nil
+	return bw, rangeErr(orchestrator.RangeBandwidthMiBps.CheckUint("--bandwidth", bw))
 }

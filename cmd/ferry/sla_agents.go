@@ -25,16 +25,20 @@ func (o *slaAgentOptions) addFlags(f *pflag.FlagSet) {
 	f.IntVar(&o.unreachableAfter, "unreachable-after", sla.DefaultUnreachableAfter, "consecutive failed polls that make a host unreachable")
 }
 
+// maxUnreachableAfter bounds --unreachable-after: at the longest interval
+// a hundred polls is already more than three months.
+const maxUnreachableAfter = 100
+
 func (o *slaAgentOptions) validate() error {
 	switch {
-	case o.pollInterval < 100*time.Millisecond:
-		return usagef("--poll-interval %s: must be at least 100ms", o.pollInterval)
+	case o.pollInterval < 100*time.Millisecond || o.pollInterval > sla.MaxPollInterval:
+		return usagef("--poll-interval %s: give 100ms to %s", o.pollInterval, sla.MaxPollInterval)
 	case o.pollTimeout <= 0:
 		return usagef("--poll-timeout %s: must be positive", o.pollTimeout)
 	case o.pollTimeout > o.pollInterval:
 		return usagef("--poll-timeout %s is longer than --poll-interval %s: a poll must end before the next one starts", o.pollTimeout, o.pollInterval)
-	case o.unreachableAfter < 1:
-		return usagef("--unreachable-after %d: must be at least 1", o.unreachableAfter)
+	case o.unreachableAfter < 1 || o.unreachableAfter > maxUnreachableAfter:
+		return usagef("--unreachable-after %d: give 1 to %d", o.unreachableAfter, maxUnreachableAfter)
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferryvm/ferry/orchestrator"
 	"github.com/ferryvm/ferry/sla"
 )
 
@@ -83,8 +84,8 @@ func newSLAEventsCmd(a *app) *cobra.Command {
 
 func (o *slaEventsOptions) filter(now time.Time) (sla.Filter, error) {
 	f := sla.Filter{VM: o.vm, Host: o.host, CorrelationID: o.correlationID, Limit: o.limit, Newest: true}
-	if o.limit < 0 {
-		return f, usagef("--limit %d: must be 0 (all) or more", o.limit)
+	if err := orchestrator.RangeListLimit.Check("--limit", int64(o.limit)); err != nil {
+		return f, usageError{err}
 	}
 	for _, k := range o.kinds {
 		kind, err := parseKind(k)

@@ -209,16 +209,12 @@ func lastLine(s string) string {
 // heartbeatAbove waits until the guest's counter passes n.
 func heartbeatAbove(t *testing.T, name string, n int, within time.Duration) int {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		if got := heartbeat(t, name); got > n {
-			return got
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("guest %s: heartbeat did not pass %d within %s", name, n, within)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	got := 0
+	waitFor(t, fmt.Sprintf("guest %s: heartbeat to pass %d", name, n), within, func() bool {
+		got = heartbeat(t, name)
+		return got > n
+	})
+	return got
 }
 
 // domstate asks a host directly (virsh), not through ferry: "" when absent.
@@ -304,12 +300,15 @@ func kill(t *testing.T, pid int, sig syscall.Signal) {
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.After(within)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-deadline:
 			t.Fatalf("timed out after %s waiting for %s", within, what)
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 
