@@ -336,7 +336,7 @@ func (s *Server) openMigration(ctx context.Context, m *move) *orchestrator.Recor
 		cands = append(cands, rows...)
 	}
 	for _, rec := range cands {
-		if rec.ID != m.id && rec.State == orchestrator.StateRunning && orchestrator.OwnerAlive(rec.Owner) {
+		if rec.ID != m.id && rec.State == orchestrator.StateRunning && s.ctl.Journal.OwnerAlive(ctx, rec.Owner) {
 			return rec
 		}
 	}
@@ -527,7 +527,7 @@ func (s *Server) cancelMigration(w http.ResponseWriter, r *http.Request) {
 				msg = fmt.Sprintf("migration %s runs in this server as part of drain %s: DELETE /v1/drains/%s?abort=true rolls its moves back", rec.ID, d, d)
 			}
 			writeError(w, r, apiErr(http.StatusConflict, "other_process", msg))
-		case orchestrator.OwnerAlive(rec.Owner):
+		case s.ctl.Journal.OwnerAlive(r.Context(), rec.Owner):
 			e := apiErr(http.StatusConflict, "other_process", fmt.Sprintf("migration %s is run by another ferry process (pid %d), not this server: interrupt that process (SIGINT or SIGTERM) to roll it back", rec.ID, v.OwnerPID))
 			e.OwnerPID = v.OwnerPID
 			writeError(w, r, e)

@@ -249,22 +249,6 @@ func (j *Journal) OwnerAlive(ctx context.Context, token string) bool {
 	return alive || err != nil
 }
 
-// OwnerAlive is the check without the state database: exact for owners on
-// this machine; an owner on another machine counts as alive.
-//
-// Deprecated: use (*Journal).OwnerAlive, which reads other machines' leases.
-func OwnerAlive(token string) bool {
-	o, ok := parseOwner(token)
-	if !ok {
-		return false
-	}
-	h := localHost()
-	if o.Machine != "" && o.Machine != h.Machine {
-		return true
-	}
-	return ownerLive(o, h, time.Time{}, time.Now())
-}
-
 // describeOwner says who owns a row, for messages: "ferry pid 1234" or
 // "ferry pid 1234 on machine 3d12…".
 func describeOwner(token string) string {

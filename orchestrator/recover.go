@@ -27,8 +27,8 @@ type RecoverResult struct {
 	// WaitingFor names what recover needs before it can decide (a host
 	// that does not answer); the row and its reservation are kept.
 	WaitingFor string `json:"waiting_for,omitempty"`
-	Note    string `json:"note,omitempty"`
-	Error   string `json:"error,omitempty"`
+	Note       string `json:"note,omitempty"`
+	Error      string `json:"error,omitempty"`
 	// HookErrors: hooks or webhooks that failed to take the outcome.
 	HookErrors []string `json:"hook_errors,omitempty"`
 }
@@ -77,7 +77,7 @@ func (c *Controller) Recover(ctx context.Context, opt RecoverOptions) ([]Recover
 		case r.State != StateRunning && r.State != StateFailed:
 			res.Skipped = "already finished (" + r.State + ")"
 		case !opt.Force && r.State == StateRunning && c.Journal.OwnerAlive(ctx, r.Owner):
-			res.Skipped = "its ferry process is still running; use --force to take it over"
+			res.Skipped = "its owner (" + describeOwner(r.Owner) + ") is still running; use --force to take it over"
 		default:
 			if err := c.recoverOne(ctx, r, opt.Prefer, &res); err != nil {
 				res.Error = err.Error()

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 )
@@ -64,13 +65,20 @@ func (e *ImportError) Error() string {
 // Unwrap lets errors.Is(err, ErrInvalidEvent) hold.
 func (e *ImportError) Unwrap() error { return ErrInvalidEvent }
 
+// importBatch is how many events one import transaction inserts: a batch
+// holds the state's write lock well under a second, so a migration's journal
+// write never waits out its busy timeout behind a large import.
+var importBatch = 20000
+
 // Import reads JSON lines (fields: kind, host, vm, vm_uuid, observed_at in
 // RFC 3339 with optional fraction, detail, correlation_id, dedup_key, payload;
 // unknown fields are errors; blank lines are skipped) and stores them as events
-// from source "import:<source>". Every line is validated; if any is bad, Import
-// returns an *ImportError naming each bad line and reason and inserts nothing.
-// Otherwise all lines are inserted in one transaction and n counts the new rows
-// (lines whose dedup key is already stored are skipped).
+// from source "import:<source>". Every line is validated first (the input is
+// spooled to a temporary file); if any is bad, Import returns an *ImportError
+// naming each bad line and reason and inserts nothing. Otherwise the lines are
+// inserted in transactions of importBatch events and n counts the new rows
+// (lines whose dedup key is already stored are skipped, so an import stopped
+// between batches is finished by running it again).
 func (l *Log) Import(ctx context.Context, r io.Reader, source string) (n int, err error) {
 	source = strings.TrimPrefix(source, SourceImportPrefix)
 	if strings.TrimSpace(source) == "" {
@@ -79,34 +87,73 @@ func (l *Log) Import(ctx context.Context, r io.Reader, source string) (n int, er
 	source = SourceImportPrefix + source
 	received := l.now()
 
-	var bad *ImportError
-	err = l.bulkTx(ctx, func(tx *sql.Tx) error {
-		var err error
-		n, bad, err = l.importTx(ctx, tx, r, source, received)
-		if err == nil && bad != nil {
-			err = bad
-		}
-		return err
-	})
+	spool, err := os.CreateTemp("", "ferry-sla-import-*.jsonl")
+	if err != nil {
+		return 0, fmt.Errorf("sla: import %s: spool: %w", source, err)
+	}
+	defer func() {
+		spool.Close()
+		os.Remove(spool.Name())
+	}()
+	bad, err := validateImport(ctx, r, spool, source, l, received)
+	if err != nil {
+		return 0, fmt.Errorf("sla: import %s: %w", source, err)
+	}
 	if bad != nil {
 		return 0, bad
 	}
-	if err != nil {
-		return 0, fmt.Errorf("sla: import %s: %w", source, err)
+	if _, err := spool.Seek(0, io.SeekStart); err != nil {
+		return 0, fmt.Errorf("sla: import %s: spool: %w", source, err)
+	}
+	sc := bufio.NewScanner(spool)
+	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
+	for more := true; more; {
+		err := l.bulkTx(ctx, func(tx *sql.Tx) error {
+			in, err := newInserter(ctx, tx)
+			if err != nil {
+				return err
+			}
+			defer in.close()
+			for i := 0; i < importBatch; i++ {
+				if !sc.Scan() {
+					more = false
+					break
+				}
+				e, err := parseImportLine(sc.Bytes(), source)
+				if err == nil {
+					err = l.prepare(&e, received)
+				}
+				if err == nil {
+					err = in.add(ctx, &e)
+				}
+				if err != nil {
+					return err // validated before: only the database can fail here
+				}
+			}
+			if err := sc.Err(); err != nil {
+				return fmt.Errorf("spool: %w", err)
+			}
+			n += in.inserted
+			return nil
+		})
+		if err != nil {
+			return n, fmt.Errorf("sla: import %s (%d events stored before this error; run it again to finish): %w", source, n, err)
+		}
+		if importBatchDone != nil {
+			importBatchDone(n)
+		}
 	}
 	return n, nil
 }
 
-// importTx reads, validates and inserts the lines within tx. bad lists the bad
-// lines, if any; then the caller must roll back.
-func (l *Log) importTx(ctx context.Context, tx *sql.Tx, r io.Reader, source string, received time.Time) (n int, bad *ImportError, err error) {
-	in, err := newInserter(ctx, tx)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer in.close()
+// importBatchDone, when set (by tests), is called after each committed batch.
+var importBatchDone func(inserted int)
 
-	bad = &ImportError{Source: source}
+// validateImport checks every line and copies the non-blank ones to spool.
+// bad lists the bad lines, if any.
+func validateImport(ctx context.Context, r io.Reader, spool io.Writer, source string, l *Log, received time.Time) (*ImportError, error) {
+	w := bufio.NewWriter(spool)
+	bad := &ImportError{Source: source}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64<<10), maxLineBytes)
 	lineNo := 0
@@ -127,21 +174,21 @@ func (l *Log) importTx(ctx context.Context, tx *sql.Tx, r io.Reader, source stri
 			}
 			continue
 		}
-		if bad.Total > 0 {
-			continue // keep validating, but nothing will be committed
-		}
-		if err := in.add(ctx, &e); err != nil {
-			return 0, nil, fmt.Errorf("line %d: %w", lineNo, err)
+		if bad.Total == 0 {
+			w.Write(line)
+			if err := w.WriteByte('\n'); err != nil {
+				return nil, fmt.Errorf("spool: %w", err)
+			}
 		}
 		if lineNo%4096 == 0 {
 			if err := ctx.Err(); err != nil {
-				return 0, nil, err
+				return nil, err
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
 		if !errors.Is(err, bufio.ErrTooLong) {
-			return 0, nil, fmt.Errorf("read: %w", err)
+			return nil, fmt.Errorf("read: %w", err)
 		}
 		bad.Total++
 		if len(bad.Lines) < MaxImportErrors {
@@ -149,9 +196,12 @@ func (l *Log) importTx(ctx context.Context, tx *sql.Tx, r io.Reader, source stri
 		}
 	}
 	if bad.Total > 0 {
-		return 0, bad, nil
+		return bad, nil
 	}
-	return in.inserted, nil, nil
+	if err := w.Flush(); err != nil {
+		return nil, fmt.Errorf("spool: %w", err)
+	}
+	return nil, nil
 }
 
 // parseImportLine decodes one line into an event (not yet validated).

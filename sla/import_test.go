@@ -2,11 +2,15 @@ package sla
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ferryvm/ferry/store"
 )
 
 func TestImport(t *testing.T) {
@@ -94,5 +98,54 @@ func TestImportBadLines(t *testing.T) {
 	}
 	if evs, _ := l.Query(ctx, Filter{}); len(evs) != 0 {
 		t.Errorf("%d events inserted from a bad file", len(evs))
+	}
+}
+
+// A large import commits in batches: between two of them another process
+// (here a second connection pool on the same file, with no busy wait) can
+// write, so a migration's journal write never waits behind a whole import.
+func TestImportCommitsInBatches(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "ferry.db")
+	db, err := store.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l, err := NewLog(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(0)&_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.Exec("CREATE TABLE IF NOT EXISTS probe (n INTEGER)"); err != nil {
+		t.Fatal(err)
+	}
+	defer func(b int) { importBatch, importBatchDone = b, nil }(importBatch)
+	importBatch = 3
+	var batches []int
+	importBatchDone = func(n int) {
+		batches = append(batches, n)
+		if _, err := other.Exec("INSERT INTO probe VALUES (?)", n); err != nil {
+			t.Errorf("another writer was locked out between batches: %v", err)
+		}
+	}
+	var b strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&b, `{"kind":"PS_Timeout","host":"host-a","observed_at":"2025-06-01T01:00:%02dZ"}`+"\n", i)
+	}
+	n, err := l.Import(ctx, strings.NewReader(b.String()), "batches")
+	if err != nil || n != 10 {
+		t.Fatalf("import: %d, %v", n, err)
+	}
+	if len(batches) != 4 || batches[3] != 10 {
+		t.Fatalf("batches committed at %v, want 4 ending at 10", batches)
+	}
+	var probes int
+	if err := other.QueryRow("SELECT COUNT(*) FROM probe").Scan(&probes); err != nil || probes != 4 {
+		t.Fatalf("probe rows %d, %v", probes, err)
 	}
 }

@@ -169,10 +169,12 @@ func TestColdMove(t *testing.T) {
 	coldVM(t, vm, disks, true)
 	// One start creates the NVRAM from its template and the log file.
 	virshOK(t, "1", "start", vm)
-	time.Sleep(time.Second)
-	virshOK(t, "1", "destroy", vm)
 	nvram := "/var/lib/libvirt/qemu/nvram/" + vm + "_VARS.fd"
 	logf := "/var/log/libvirt/qemu/" + vm + ".log"
+	waitFor(t, "the NVRAM and log to exist", 30*time.Second, func() bool {
+		return exists(hostPath("1", nvram)) && exists(hostPath("1", logf))
+	})
+	virshOK(t, "1", "destroy", vm)
 	refs := map[string]string{}
 	srcAlloc := map[string]int64{}
 	for _, p := range []string{disks[0].file(vm), disks[1].file(vm), nvram, logf} {

@@ -159,13 +159,9 @@ func TestTimeoutRollsBack(t *testing.T) {
 
 func ownerPID(t *testing.T, owner string) int {
 	t.Helper()
-	p, _, ok := strings.Cut(owner, ":")
-	if !ok {
-		t.Fatalf("owner %q", owner)
-	}
-	var pid int
-	for _, c := range p {
-		pid = pid*10 + int(c-'0')
+	pid := orchestrator.OwnerPID(owner)
+	if pid == 0 {
+		t.Fatalf("owner %q names no process", owner)
 	}
 	return pid
 }
