@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -167,13 +168,34 @@ func TestAPIAndCLIMovesOfOneVMAtOnce(t *testing.T) {
 func TestDestinationLibvirtdKilledAtSwitchover(t *testing.T) {
 	e := newEnv(t)
 	const vm = "e2e-switchover-kill"
-	newGuest(t, vm, guestSpec{host: "1", memMiB: 256, wssMiB: 64, rate: 200})
+	// The guest dirties its 96 MiB working set faster than the 4 MiB/s cap
+	// sends it, and a 30 s allowed downtime lets QEMU stop and copy right
+	// after the first pass: the switchover then lasts about 20 s.
+	newGuest(t, vm, guestSpec{host: "1", memMiB: 256, wssMiB: 96, rate: 3000})
 	t.Cleanup(func() { restartLabHost(t) })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	// A long allowed downtime at a low cap makes the stop-and-copy phase
-	// last seconds, so the kill lands inside it.
-	p := e.start(ctx, nil, "migrate", vm, "--to", "host2", "--bandwidth", "4", "--max-downtime", "20s", "--max-downtime-ceiling", "20s")
+	// libvirt's own event stream says when the source pauses for the switchover.
+	ev := exec.CommandContext(ctx, "virsh", "-c", hostURI("1"), "event", "--domain", vm, "--event", "lifecycle", "--loop")
+	evOut, err := ev.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ev.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ev.Process.Kill(); _ = ev.Wait() })
+	paused := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(evOut)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), "Suspended Migrated") {
+				close(paused)
+				return
+			}
+		}
+	}()
+	p := e.start(ctx, nil, "migrate", vm, "--to", "host2", "--bandwidth", "4", "--max-downtime", "30s", "--max-downtime-ceiling", "30s")
 
 	var both, samples int
 	stopSampling := make(chan struct{})
@@ -194,7 +216,11 @@ func TestDestinationLibvirtdKilledAtSwitchover(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "the source to pause for the switchover", 2*time.Minute, func() bool { return domstate(t, "1", vm) == "paused" })
+	select {
+	case <-paused:
+	case <-time.After(3 * time.Minute):
+		t.Fatal("the source never paused for the switchover")
+	}
 	kill(t, libvirtdPID(t, "2"), syscall.SIGKILL)
 	killedAt := time.Now()
 	code := p.wait(t)
