@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -98,6 +99,11 @@ func (c *Controller) recoverOne(ctx context.Context, r *Record, res *RecoverResu
 	}
 	defer dst.Close()
 
+	// A paused post-copy is resumed, not waited for (postcopy.go).
+	pcNote, err := c.recoverPostcopy(ctx, log, src, dst, r)
+	if err != nil {
+		return err
+	}
 	if err := settleJob(ctx, log, src, r.VMUUID); err != nil {
 		return err
 	}
@@ -105,6 +111,10 @@ func (c *Controller) recoverOne(ctx context.Context, r *Record, res *RecoverResu
 	keep, note, err := c.converge(ctx, log, src, dst, r.VMUUID, r.Stage >= StageCommitment)
 	if err != nil {
 		return err
+	}
+	if pcNote != "" {
+		note = strings.TrimPrefix(pcNote+"; "+note, "; ")
+		note = strings.TrimSuffix(note, "; ")
 	}
 	res.Note = note
 	switch keep {
