@@ -209,6 +209,8 @@ const (
 	// finishWait bounds how long libvirt may take to finish the unattended
 	// job once QEMU reports completion.
 	finishWait = time.Minute
+	// maxQMPErrors: consecutive failed query-migrate calls (one per poll) tolerated.
+	maxQMPErrors = 40
 )
 
 // resumeLoop drives a broken post-copy to completion: it returns nil once QEMU
@@ -223,6 +225,7 @@ func (c *Controller) resumeLoop(ctx context.Context, log *logrus.Entry, src, dst
 		completedAt  time.Time
 		nextAt       time.Time
 		scheduleNext = true
+		qmpErrors    int
 	)
 	note := func(format string, args ...any) {
 		line := fmt.Sprintf(format, args...)
@@ -260,9 +263,17 @@ func (c *Controller) resumeLoop(ctx context.Context, log *logrus.Entry, src, dst
 		}
 		st, err := pd.MigrationStatus()
 		if err != nil {
-			return fmt.Errorf("%w: query-migrate: %w", errNotResumable, err)
+			// libvirt refuses the monitor while it shuts the source off
+			// after completion: look again before giving up.
+			if qmpErrors++; qmpErrors > maxQMPErrors {
+				return fmt.Errorf("%w: query-migrate: %w", errNotResumable, err)
+			}
+			st.Status = ""
+		} else {
+			qmpErrors = 0
 		}
 		switch st.Status {
+		case "":
 		case virt.MigPostcopyPaused:
 			if pausedSince.IsZero() {
 				pausedSince = now
