@@ -209,6 +209,8 @@ const (
 	// finishWait bounds how long libvirt may take to finish the unattended
 	// job once QEMU reports completion.
 	finishWait = time.Minute
+	// recoverSetupLimit: a reconnection still in its handshake after this is hung.
+	recoverSetupLimit = 5 * time.Second
 	// maxQMPErrors: consecutive failed query-migrate calls (one per poll) tolerated.
 	maxQMPErrors = 40
 )
@@ -226,6 +228,7 @@ func (c *Controller) resumeLoop(ctx context.Context, log *logrus.Entry, src, dst
 		nextAt       time.Time
 		scheduleNext = true
 		qmpErrors    int
+		lastAttempt  = time.Now()
 	)
 	note := func(format string, args ...any) {
 		line := fmt.Sprintf(format, args...)
@@ -298,6 +301,7 @@ func (c *Controller) resumeLoop(ctx context.Context, log *logrus.Entry, src, dst
 			}
 			if !now.Before(nextAt) {
 				rl.attempts++
+				lastAttempt = now
 				err := pd.ResumePostcopy(dataURI)
 				if err != nil {
 					note("resume %d at %s to %s failed: %v", rl.attempts, now.Format("15:04:05.000"), dataURI, err)
@@ -305,6 +309,20 @@ func (c *Controller) resumeLoop(ctx context.Context, log *logrus.Entry, src, dst
 					note("resume %d at %s: reconnecting to %s", rl.attempts, now.Format("15:04:05.000"), dataURI)
 				}
 				scheduleNext = true
+			}
+		case virt.MigPostcopyRecoverSetup:
+			// Reconnecting: it goes on to postcopy-recover, or back to paused;
+			// one whose new stream broke in the handshake is kicked back.
+			if now.Sub(lastAttempt) > recoverSetupLimit {
+				if pp, ok := sd.(interface{ PausePostcopy() error }); ok {
+					if err := pp.PausePostcopy(); err != nil {
+						log.WithError(err).Warn("migrate-pause of a hung reconnection")
+					}
+				}
+				if now.Sub(rl.pausedAt) > pol.withDefaults().Window+resumeStallLimit {
+					return fmt.Errorf("%w: reconnection stuck in %s", ErrPostcopyPaused, st.Status)
+				}
+				lastAttempt = now
 			}
 		case virt.MigPostcopyRecover, virt.MigPostcopyActive:
 			if !pausedSince.IsZero() {

@@ -43,8 +43,10 @@ const (
 	MigPostcopyActive  = "postcopy-active"
 	MigPostcopyPaused  = "postcopy-paused"
 	MigPostcopyRecover = "postcopy-recover"
-	MigCompleted       = "completed"
-	MigFailed          = "failed"
+	// MigPostcopyRecoverSetup: QEMU ≥ 9.1, reconnecting (before postcopy-recover).
+	MigPostcopyRecoverSetup = "postcopy-recover-setup"
+	MigCompleted            = "completed"
+	MigFailed               = "failed"
 )
 
 type queryMigrateReply struct {
@@ -78,6 +80,13 @@ func (d *domain) ResumePostcopy(dataURI string) error {
 		return err
 	}
 	return runQMP(monitor{d: d.d}, "migrate", map[string]any{"uri": qemuURI, "resume": true}, nil)
+}
+
+// PausePostcopy kicks a reconnection that hangs (its new stream broke during
+// the handshake) back to postcopy-paused (QMP migrate-pause), so it can be
+// resumed again.
+func (d *domain) PausePostcopy() error {
+	return runQMP(monitor{d: d.d}, "migrate-pause", nil, nil)
 }
 
 // QEMUMigrateURI turns libvirt's data URI form tcp://host:port into QEMU's
