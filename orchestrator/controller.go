@@ -86,6 +86,9 @@ type Request struct {
 	AllowPostcopy     bool
 	CompletionTimeout time.Duration
 	OnTimeout         string // abort, postcopy or pause
+	// PostcopyResumeWindow: how long a broken post-copy is resumed before it
+	// is left to `ferry recover` (0: DefaultPostcopyResumeWindow).
+	PostcopyResumeWindow time.Duration
 	// Limits on concurrent moves per host (zero fields: the controller's).
 	Limits Limits
 	// WaitForSlot waits for a free slot when a limit is reached instead of

@@ -41,6 +41,8 @@ var (
 	RangeCompletionTimeout = DurationRange{Min: time.Second, Max: 7 * 24 * time.Hour, Zero: "150 s per GiB of memory, at least 120 s"}
 	RangeTimeout           = DurationRange{Min: time.Second, Max: 7 * 24 * time.Hour, Zero: "none"}
 	RangeShutdownTimeout   = DurationRange{Min: time.Second, Max: 24 * time.Hour, Zero: "the default"}
+	// The resume window of a broken post-copy: the guest is frozen meanwhile.
+	RangePostcopyResumeWindow = DurationRange{Min: time.Second, Max: 24 * time.Hour, Zero: "the default, 2m0s"}
 	// RangeListLimit bounds how many journal rows one listing returns.
 	RangeListLimit = Range{Min: 1, Max: 100000, Zero: "all"}
 )
@@ -123,6 +125,7 @@ func (r Request) checkRanges() error {
 		{"--max-downtime-ceiling", RangeDowntimeCeiling, r.DowntimeCeiling},
 		{"--completion-timeout", RangeCompletionTimeout, r.CompletionTimeout},
 		{"--timeout", RangeTimeout, r.Timeout},
+		{"--postcopy-resume-window", RangePostcopyResumeWindow, r.PostcopyResumeWindow},
 	} {
 		if err := c.rng.Check(c.field, c.v); err != nil {
 			return err

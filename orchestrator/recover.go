@@ -115,6 +115,13 @@ func (c *Controller) recoverOne(ctx context.Context, r *Record, prefer string, r
 	} else {
 		defer dst.Close()
 	}
+	// A paused post-copy is resumed, not waited for (postcopy.go).
+	var pcNote string
+	if src != nil && dst != nil {
+		if pcNote, err = c.recoverPostcopy(ctx, log, src, dst, r); err != nil {
+			return err
+		}
+	}
 	if src != nil {
 		if err := settleJob(ctx, log, src, r.VMUUID); err != nil {
 			return err
@@ -132,6 +139,10 @@ func (c *Controller) recoverOne(ctx context.Context, r *Record, prefer string, r
 	}
 	if err != nil {
 		return err
+	}
+	if pcNote != "" {
+		note = strings.TrimPrefix(pcNote+"; "+note, "; ")
+		note = strings.TrimSuffix(note, "; ")
 	}
 	res.Note = note
 	switch keep {

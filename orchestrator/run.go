@@ -48,10 +48,22 @@ func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
 	m.log.WithField("stage", StagePreCopy.String()).Info("migration started")
 	m.progress(Progress{Stage: StagePreCopy, Message: "pre-copy started"})
 
+	m.setupPostcopy(bg, w) // postcopy.go
 	done := make(chan error, 1)
 	go func() { done <- m.dom.Migrate(mctx, w.params()) }()
 	migErr := w.follow(done, events)
 	end := c.now()
+	if migErr != nil && w.postcopy.Load() {
+		// The stream broke in post-copy: resume, never roll back (postcopy.go).
+		switch err := m.resumePostcopy(bg, w, migErr); {
+		case err == nil:
+			migErr, end = nil, c.now()
+		case errors.Is(err, ErrPostcopyPaused):
+			return m.fail(bg, fmt.Errorf("%w; `ferry recover` resumes it", err))
+		default:
+			migErr = err
+		}
+	}
 	if migErr != nil {
 		return m.rollback(bg, migErr, w.last)
 	}
@@ -102,7 +114,7 @@ func (m *migration) commit(bg context.Context, w *watch, plan *PlanInfo, end tim
 	m.progress(Progress{Stage: StageCommitment, Elapsed: c.now().Sub(w.start), Percent: 100, Message: "committed: the destination is primary"})
 
 	// Stage 5: activation.
-	c.emit(bg, m, "completed", js.Downtime, "")
+	c.emit(bg, m, "completed", js.Downtime+w.pausedFor(), w.resumes.detail())
 	m.awaitSwitchover(bg, true, pausedAt)
 	act := m.payload(HookActivation)
 	act.DowntimeMS, act.Postcopy = js.Downtime.Milliseconds(), m.res.Postcopy
@@ -111,9 +123,9 @@ func (m *migration) commit(bg context.Context, w *watch, plan *PlanInfo, end tim
 	m.res.State, m.res.Finished = StateCompleted, c.now()
 	m.res.Total = m.res.Finished.Sub(m.res.Started)
 	m.res.TotalMS, m.res.DowntimeMS, m.res.MemoryBytes = m.res.Total.Milliseconds(), m.res.Downtime.Milliseconds(), m.info.MemoryBytes
-	notes := ""
+	notes := w.resumeNotes()
 	if len(m.res.HookErrors) > 0 {
-		notes = fmt.Sprintf("hook errors: %v", m.res.HookErrors)
+		notes = strings.TrimPrefix(notes+"; "+fmt.Sprintf("hook errors: %v", m.res.HookErrors), "; ")
 	}
 	if err := c.Journal.EnterStage(bg, id, StageActivation, m.res.Finished, map[string]any{"notes": notes}); err != nil {
 		m.log.WithError(err).Error("journal")

@@ -37,6 +37,11 @@ type watch struct {
 	// once their report was collected (migration.awaitSwitchover).
 	switchover *pendingHooks
 	hooksDone  bool
+	// dataURI: the data URI with the destination port ferry picked for a
+	// post-copy-capable job; resumes: what resuming a broken post-copy did
+	// (postcopy.go).
+	dataURI string
+	resumes *resumeLog
 }
 
 func (m *migration) newWatch(bg context.Context, plan *PlanInfo, cancel context.CancelCauseFunc) *watch {
@@ -58,8 +63,12 @@ func (w *watch) armThrottle() bool {
 // params is the libvirt job the plan asks for.
 func (w *watch) params() virt.MigrateParams {
 	m := w.m
+	dataURI := m.dst.DataURI()
+	if w.dataURI != "" {
+		dataURI = w.dataURI // post-copy: a known port to resume at
+	}
 	return virt.MigrateParams{
-		DestURI: m.dst.URI, DataURI: m.dst.DataURI(),
+		DestURI: m.dst.URI, DataURI: dataURI,
 		BandwidthMiBps: uint64(w.job.BandwidthBytesPerSec >> 20), CopyStorage: m.req.CopyStorage,
 		Postcopy: w.job.Postcopy, AutoConverge: true,
 		AutoConvergeInitial: w.job.ThrottleInitialPct, AutoConvergeIncrement: w.job.ThrottleIncrementPct,

@@ -14,6 +14,7 @@ type liveFlags struct {
 	postcopy    bool
 	completion  string
 	onTimeout   string
+	resumeWin   string
 }
 
 // register adds the flags; prefix starts each help text (e.g. "live moves: ").
@@ -21,7 +22,8 @@ func (l *liveFlags) register(f *pflag.FlagSet, prefix string) {
 	f.StringVar(&l.maxDowntime, "max-downtime", "300ms", prefix+"longest pause allowed at switchover")
 	f.StringVar(&l.bandwidth, "bandwidth", "0", "bandwidth cap in MiB/s (0: unlimited)")
 	f.StringVar(&l.ceiling, "max-downtime-ceiling", "1s", prefix+"highest downtime limit the policy may raise to, and longest pause it may force")
-	f.BoolVar(&l.postcopy, "allow-postcopy", false, prefix+"let the policy switch to post-copy (the guest then runs on the destination while pages follow)")
+	f.BoolVar(&l.postcopy, "allow-postcopy", false, prefix+"let the policy switch to post-copy (the guest then runs on the destination while pages follow; a broken link is resumed, but if the destination host or its QEMU dies during post-copy the guest is lost)")
+	f.StringVar(&l.resumeWin, "postcopy-resume-window", "2m", prefix+"how long to keep resuming a post-copy whose link broke before leaving it to 'ferry recover' (exit 4)")
 	f.StringVar(&l.completion, "completion-timeout", "0", prefix+"deadline for the copy (0: 150 s per GiB of memory, at least 120 s)")
 	f.StringVar(&l.onTimeout, "on-timeout", "abort", prefix+"at the completion deadline: abort, postcopy or pause")
 }
@@ -51,6 +53,10 @@ func (l *liveFlags) parse() (orchestrator.Request, error) {
 	if err != nil {
 		return r, err
 	}
+	rw, err := parseDuration("--postcopy-resume-window", l.resumeWin, orchestrator.RangePostcopyResumeWindow)
+	if err != nil {
+		return r, err
+	}
 	switch l.onTimeout {
 	case "abort", "pause":
 	case "postcopy":
@@ -61,5 +67,5 @@ func (l *liveFlags) parse() (orchestrator.Request, error) {
 		return r, usagef("--on-timeout %q: use abort, postcopy or pause", l.onTimeout)
 	}
 	return orchestrator.Request{MaxDowntime: md, BandwidthMiBps: bw, DowntimeCeiling: ceil, AllowPostcopy: l.postcopy,
-		CompletionTimeout: ct, OnTimeout: l.onTimeout}, nil
+		CompletionTimeout: ct, OnTimeout: l.onTimeout, PostcopyResumeWindow: rw}, nil
 }

@@ -62,7 +62,12 @@ switches to post-copy (--allow-postcopy), or pauses the guest for a final copy w
 predicted pause fits the ceiling. At --completion-timeout (default 150 s per GiB, at
 least 120 s) it does what --on-timeout says: abort (the VM stays on the source),
 postcopy, or pause (only within the ceiling, else abort). It never aborts once post-copy
-has started.
+has started: from then on the destination runs the guest and the source holds the pages
+not yet sent. If the migration link breaks, QEMU pauses the guest on both hosts and ferry
+reconnects them, retrying with backoff for --postcopy-resume-window (default 2m), then
+exits 4 and 'ferry recover' resumes it. If the destination host or its QEMU dies during
+post-copy, the guest is lost (its state is split between the hosts): use
+--allow-postcopy only where that risk is acceptable.
 
 Cold (--cold): move a shut-off VM's disks (with their backing chains), NVRAM, log files
 and definition over libvirt storage streams, sparse where both libvirts allow it. Each
@@ -191,7 +196,7 @@ func (o *migrateOptions) run(cmd *cobra.Command, a *app, c *orchestrator.Control
 }
 
 func (o *migrateOptions) validateCold() error {
-	for _, f := range []string{"max-downtime", "timeout", "copy-storage", "dry-run", "max-downtime-ceiling", "allow-postcopy", "completion-timeout", "on-timeout"} {
+	for _, f := range []string{"max-downtime", "timeout", "copy-storage", "dry-run", "max-downtime-ceiling", "allow-postcopy", "completion-timeout", "on-timeout", "postcopy-resume-window"} {
 		if o.changed(f) {
 			return usagef("--%s is for live migration; a cold move takes --plan, --to-pool, --keep-source, --start, --shutdown, --shutdown-timeout, --force, --bandwidth", f)
 		}
