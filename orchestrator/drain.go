@@ -676,6 +676,7 @@ func (d *drainRun) finish(ctx context.Context, o moveOutcome) {
 		fallthrough
 	default:
 		v.State, v.Error, v.FinishedAt = DrainVMFailed, o.err.Error(), now
+		v.NeedsRecovery = errors.Is(o.err, ErrNeedsRecovery)
 		log.WithError(o.err).Warn("move failed")
 	}
 	d.mu.Unlock()
@@ -748,7 +749,7 @@ func (d *drainRun) end(ctx context.Context, failure error) (*DrainReport, error)
 		why := "not moved"
 		if v, ok := byName[di.Name]; ok {
 			why = firstNonEmpty(v.Error, v.Reason, v.State)
-			needsRecover = needsRecover || errors.Is(classifyErrText(v.Error), ErrNeedsRecovery)
+			needsRecover = needsRecover || v.NeedsRecovery
 		} else {
 			why = "appeared during the drain"
 		}
@@ -794,15 +795,6 @@ func (d *drainRun) end(ctx context.Context, failure error) (*DrainReport, error)
 		err = fmt.Errorf("%w; %w", err, ErrNeedsRecovery)
 	}
 	return r, err
-}
-
-// classifyErrText recognises a needs-recovery failure from its text (the
-// report keeps errors as text).
-func classifyErrText(s string) error {
-	if strings.Contains(s, ErrNeedsRecovery.Error()) {
-		return ErrNeedsRecovery
-	}
-	return nil
 }
 
 // short abbreviates an id for messages.

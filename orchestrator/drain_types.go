@@ -65,22 +65,25 @@ type DrainRequest struct {
 
 // DrainVM is one VM of a drain.
 type DrainVM struct {
-	VM          string    `json:"vm"`
-	UUID        string    `json:"uuid"`
-	Kind        string    `json:"kind"` // live or cold
-	MemoryBytes uint64    `json:"memory_bytes"`
-	State       string    `json:"state"`
-	Dest        string    `json:"destination,omitempty"`
-	Stage       string    `json:"stage,omitempty"`
-	Percent     float64   `json:"percent,omitempty"`
-	SentBytes   uint64    `json:"sent_bytes,omitempty"`
-	Attempts    int       `json:"attempts"`
-	Migrations  []string  `json:"migrations,omitempty"`
-	DowntimeMS  int64     `json:"downtime_ms,omitempty"`
-	Reason      string    `json:"reason,omitempty"` // placement choice or why it waits
-	Error       string    `json:"error,omitempty"`
-	StartedAt   time.Time `json:"started_at,omitzero"`
-	FinishedAt  time.Time `json:"finished_at,omitzero"`
+	VM          string   `json:"vm"`
+	UUID        string   `json:"uuid"`
+	Kind        string   `json:"kind"` // live or cold
+	MemoryBytes uint64   `json:"memory_bytes"`
+	State       string   `json:"state"`
+	Dest        string   `json:"destination,omitempty"`
+	Stage       string   `json:"stage,omitempty"`
+	Percent     float64  `json:"percent,omitempty"`
+	SentBytes   uint64   `json:"sent_bytes,omitempty"`
+	Attempts    int      `json:"attempts"`
+	Migrations  []string `json:"migrations,omitempty"`
+	DowntimeMS  int64    `json:"downtime_ms,omitempty"`
+	Reason      string   `json:"reason,omitempty"` // placement choice or why it waits
+	// NeedsRecovery: its move ended needing `ferry recover` (kept as a flag:
+	// the report stores errors as text).
+	NeedsRecovery bool      `json:"needs_recovery,omitempty"`
+	Error         string    `json:"error,omitempty"`
+	StartedAt     time.Time `json:"started_at,omitzero"`
+	FinishedAt    time.Time `json:"finished_at,omitzero"`
 }
 
 // DrainReport is a drain's state; it is persisted after every change so
