@@ -14,8 +14,9 @@ die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # libvirt-daemon-driver-storage: dir pools and vol-upload/vol-download (the lab's `default` pool, cold moves)
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage libvirt-clients libvirt-dev qemu-system-x86 qemu-utils)
-# ovmf: UEFI firmware for the cold-move e2e guest with NVRAM
-EXTRA=(cpio time sqlite3 pkg-config jq ovmf)
+# ovmf: UEFI firmware for the cold-move e2e guest with NVRAM; iproute2: `ss -K` cuts the
+# post-copy stream in e2e; e2fsprogs: `chattr +i` makes a delete fail in the cold recover e2e
+EXTRA=(cpio time sqlite3 pkg-config jq ovmf iproute2 e2fsprogs)
 
 have_backports_versions() {
   local v
