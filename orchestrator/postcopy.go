@@ -319,7 +319,9 @@ func (c *Controller) resumeLoop(ctx context.Context, log *logrus.Entry, src, dst
 						log.WithError(err).Warn("migrate-pause of a hung reconnection")
 					}
 				}
-				if now.Sub(rl.pausedAt) > pol.withDefaults().Window+resumeStallLimit {
+				// A hang yank cannot break either is left to recover
+				// soon after the window: the guest is frozen meanwhile.
+				if now.Sub(rl.pausedAt) > pol.withDefaults().Window+3*recoverSetupLimit {
 					return fmt.Errorf("%w: reconnection stuck in %s", ErrPostcopyPaused, st.Status)
 				}
 				lastAttempt = now
@@ -415,7 +417,7 @@ func (c *Controller) recoverPostcopy(ctx context.Context, log *logrus.Entry, src
 	if !ok {
 		return "", nil
 	}
-	if st, err := pd.MigrationStatus(); err != nil || st.Status != virt.MigPostcopyPaused {
+	if st, err := pd.MigrationStatus(); err != nil || (st.Status != virt.MigPostcopyPaused && st.Status != virt.MigPostcopyRecoverSetup) {
 		return "", nil
 	}
 	rl := &resumeLog{}

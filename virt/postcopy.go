@@ -86,7 +86,16 @@ func (d *domain) ResumePostcopy(dataURI string) error {
 // the handshake) back to postcopy-paused (QMP migrate-pause), so it can be
 // resumed again.
 func (d *domain) PausePostcopy() error {
-	return runQMP(monitor{d: d.d}, "migrate-pause", nil, nil)
+	err := runQMP(monitor{d: d.d}, "migrate-pause", nil, nil)
+	if err == nil {
+		return nil
+	}
+	// QEMU refuses migrate-pause in postcopy-recover-setup; yank shuts the
+	// migration channels down whatever state they are in.
+	if yerr := runQMP(monitor{d: d.d}, "yank", map[string]any{"instances": []map[string]any{{"type": "migration"}}}, nil); yerr != nil {
+		return fmt.Errorf("%w; yank: %w", err, yerr)
+	}
+	return nil
 }
 
 // QEMUMigrateURI turns libvirt's data URI form tcp://host:port into QEMU's

@@ -91,17 +91,17 @@ func startFerry(t *testing.T, e *env, args ...string) *bgFerry {
 // pre-copy failure.)
 func waitPostcopy(t *testing.T, b *bgFerry, vm string) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.After(3 * time.Minute)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for domstateReason("2", vm) != "running (post-copy)" {
 		select {
 		case code := <-b.done:
 			t.Fatalf("ferry exited %d before post-copy started\n%s%s", code, b.out.String(), b.errb.String())
-		default:
-		}
-		if time.Now().After(deadline) {
+		case <-deadline:
 			t.Fatalf("post-copy did not start within 3 min (source %q, destination %q)", domstateReason("1", vm), domstateReason("2", vm))
+		case <-tick.C:
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -186,21 +186,22 @@ func TestRecoverResumesPausedPostcopy(t *testing.T) {
 	cutOnce(t, vm)
 	// Cut every reconnection until ferry gives up.
 	var code int
-	deadline := time.Now().Add(2 * time.Minute)
+	deadline := time.After(2 * time.Minute)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 wait:
 	for {
 		select {
 		case code = <-b.done:
 			break wait
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("ferry did not give up within 2 min")
+		case <-deadline:
+			qm, _ := exec.Command("virsh", "-c", hostURI("1"), "qemu-monitor-command", vm, `{"execute":"query-migrate"}`).CombinedOutput()
+			t.Fatalf("ferry did not give up within 2 min; source %q, QEMU %s\nferry stderr:\n%s", domstateReason("1", vm), qm, b.errb.String())
+		case <-tick.C:
 		}
 		if n := cutMigration(t); n > 0 {
 			t.Logf("cut %d sockets of a reconnection", n)
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	t.Logf("ferry exit %d\n%s\n%s", code, b.out.String(), b.errb.String())
 	if code != 4 {
