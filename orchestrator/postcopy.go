@@ -209,8 +209,10 @@ const (
 	// finishWait bounds how long libvirt may take to finish the unattended
 	// job once QEMU reports completion.
 	finishWait = time.Minute
-	// recoverSetupLimit: a reconnection still in its handshake after this is hung.
-	recoverSetupLimit = 5 * time.Second
+	// handshakeLimit: a reconnection still in its handshake
+	// (postcopy-recover-setup or postcopy-recover) after this is hung: the
+	// handshake exchanges one bitmap, well under a second here.
+	handshakeLimit = 5 * time.Second
 	// maxQMPErrors: consecutive failed query-migrate calls (one per poll) tolerated.
 	maxQMPErrors = 40
 )
@@ -218,20 +220,11 @@ const (
 // resumeLoop drives a broken post-copy to completion: it returns nil once QEMU
 // completed and the source's libvirt shut the source copy off, ErrPostcopyPaused
 // when the window lapsed, errNotResumable when resuming cannot help. record is
-// called after every change worth a journal line.
+// called after every change worth a journal line. Each poll observes the
+// source, lets the pure resumeTracker.step decide, then applies its verdict.
 func (c *Controller) resumeLoop(ctx context.Context, log *logrus.Entry, src, dst virt.Host, uuid, dataURI string, pol ResumePolicy, rl *resumeLog, record func()) error {
-	var (
-		pausedSince  time.Time // zero while not paused
-		lastMoved    = time.Now()
-		lastBytes    uint64
-		completedAt  time.Time
-		nextAt       time.Time
-		scheduleNext = true
-		qmpErrors    int
-		lastAttempt  = time.Now()
-	)
-	note := func(format string, args ...any) {
-		line := fmt.Sprintf(format, args...)
+	t := newResumeTracker(pol, c.now())
+	note := func(line string) {
 		rl.lines = append(rl.lines, line)
 		log.Info(line)
 		record()
@@ -240,6 +233,7 @@ func (c *Controller) resumeLoop(ctx context.Context, log *logrus.Entry, src, dst
 		now := c.now()
 		sd, err := src.LookupDomain(uuid)
 		if errors.Is(err, virt.ErrNotFound) {
+			t.finish(rl, now)
 			return nil // libvirt finished and the source was transient
 		}
 		if err != nil {
@@ -250,9 +244,7 @@ func (c *Controller) resumeLoop(ctx context.Context, log *logrus.Entry, src, dst
 			return fmt.Errorf("%w: source: %w", ErrUnreachable, err)
 		}
 		if !info.State.Active() {
-			if !pausedSince.IsZero() {
-				rl.paused += now.Sub(pausedSince)
-			}
+			t.finish(rl, now)
 			return nil
 		}
 		// A dead destination QEMU holds nothing to resume into.
@@ -264,93 +256,26 @@ func (c *Controller) resumeLoop(ctx context.Context, log *logrus.Entry, src, dst
 		if !ok {
 			return fmt.Errorf("%w: this connection cannot reach QEMU's monitor", errNotResumable)
 		}
-		st, err := pd.MigrationStatus()
-		if err != nil {
-			// libvirt refuses the monitor while it shuts the source off
-			// after completion: look again before giving up.
-			if qmpErrors++; qmpErrors > maxQMPErrors {
-				return fmt.Errorf("%w: query-migrate: %w", errNotResumable, err)
-			}
-			st.Status = ""
-		} else {
-			qmpErrors = 0
+		st, qerr := pd.MigrationStatus()
+		d := t.step(rl, st, qerr, dataURI != "", now)
+		if d.note != "" {
+			note(d.note)
 		}
-		switch st.Status {
-		case "":
-		case virt.MigPostcopyPaused:
-			if pausedSince.IsZero() {
-				pausedSince = now
-				rl.pauses++
-				if rl.pausedAt.IsZero() {
-					rl.pausedAt = now
+		switch d.do {
+		case resumeFail:
+			return d.err
+		case resumeSend:
+			if err := pd.ResumePostcopy(dataURI); err != nil {
+				note(fmt.Sprintf("resume %d at %s to %s failed: %v", rl.attempts, now.Format("15:04:05.000"), dataURI, err))
+			} else {
+				note(fmt.Sprintf("resume %d at %s: reconnecting to %s", rl.attempts, now.Format("15:04:05.000"), dataURI))
+			}
+		case resumeKick:
+			if pp, ok := sd.(interface{ PausePostcopy() error }); ok {
+				if err := pp.PausePostcopy(); err != nil {
+					log.WithError(err).Warn("migrate-pause of a hung reconnection")
 				}
-				note("post-copy paused at %s: %s", now.Format("15:04:05.000"), st.ErrorDesc)
-				scheduleNext = true
 			}
-			if dataURI == "" {
-				return fmt.Errorf("%w: no data URI with the destination's port was recorded for this move", ErrPostcopyPaused)
-			}
-			if scheduleNext {
-				wait, ok := nextResume(pol, rl.attempts, now.Sub(rl.pausedAt))
-				if !ok {
-					rl.paused += now.Sub(pausedSince)
-					return fmt.Errorf("%w since %s: %d resume attempt(s) within %s did not reconnect (last: %s)",
-						ErrPostcopyPaused, rl.pausedAt.Format("15:04:05"), rl.attempts, pol.withDefaults().Window, st.ErrorDesc)
-				}
-				nextAt, scheduleNext = now.Add(wait), false
-			}
-			if !now.Before(nextAt) {
-				rl.attempts++
-				lastAttempt = now
-				err := pd.ResumePostcopy(dataURI)
-				if err != nil {
-					note("resume %d at %s to %s failed: %v", rl.attempts, now.Format("15:04:05.000"), dataURI, err)
-				} else {
-					note("resume %d at %s: reconnecting to %s", rl.attempts, now.Format("15:04:05.000"), dataURI)
-				}
-				scheduleNext = true
-			}
-		case virt.MigPostcopyRecoverSetup:
-			// Reconnecting: it goes on to postcopy-recover, or back to paused;
-			// one whose new stream broke in the handshake is kicked back.
-			if now.Sub(lastAttempt) > recoverSetupLimit {
-				if pp, ok := sd.(interface{ PausePostcopy() error }); ok {
-					if err := pp.PausePostcopy(); err != nil {
-						log.WithError(err).Warn("migrate-pause of a hung reconnection")
-					}
-				}
-				// A hang yank cannot break either is left to recover
-				// soon after the window: the guest is frozen meanwhile.
-				if now.Sub(rl.pausedAt) > pol.withDefaults().Window+3*recoverSetupLimit {
-					return fmt.Errorf("%w: reconnection stuck in %s", ErrPostcopyPaused, st.Status)
-				}
-				lastAttempt = now
-			}
-		case virt.MigPostcopyRecover, virt.MigPostcopyActive:
-			if !pausedSince.IsZero() {
-				rl.paused += now.Sub(pausedSince)
-				pausedSince = time.Time{}
-				note("resume %d reconnected: post-copy running again (%d MiB left)", rl.attempts, st.RemainingBytes>>20)
-			}
-			if st.TransferredBytes != lastBytes {
-				lastBytes, lastMoved = st.TransferredBytes, now
-			} else if now.Sub(lastMoved) > resumeStallLimit {
-				return fmt.Errorf("%w: post-copy %s but no data moved for %s", ErrPostcopyPaused, st.Status, resumeStallLimit)
-			}
-		case virt.MigCompleted:
-			// QEMU is done; libvirt finishes the unattended job on both hosts.
-			if completedAt.IsZero() {
-				completedAt = now
-				if !pausedSince.IsZero() {
-					rl.paused += now.Sub(pausedSince)
-					pausedSince = time.Time{}
-				}
-				note("post-copy completed at %s", now.Format("15:04:05.000"))
-			} else if now.Sub(completedAt) > finishWait {
-				return fmt.Errorf("%w: QEMU completed the copy but libvirt left the source %s for %s", errNotResumable, info.State, finishWait)
-			}
-		default:
-			return fmt.Errorf("%w: QEMU reports the migration %s: %s", errNotResumable, st.Status, st.ErrorDesc)
 		}
 		select {
 		case <-ctx.Done():

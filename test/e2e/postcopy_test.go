@@ -85,6 +85,31 @@ func startFerry(t *testing.T, e *env, args ...string) *bgFerry {
 	return b
 }
 
+// postcopyRequests is how many pages the destination asked the source for
+// since post-copy began (QEMU's ram.postcopy-requests on the source).
+func postcopyRequests(vm string) int {
+	out, err := exec.Command("virsh", "-c", hostURI("1"), "qemu-monitor-command", vm, `{"execute":"query-migrate"}`).Output()
+	if err != nil {
+		return 0
+	}
+	var r struct {
+		Return struct {
+			RAM struct {
+				Requests int `json:"postcopy-requests"`
+			} `json:"ram"`
+		} `json:"return"`
+	}
+	_ = json.Unmarshal(out, &r)
+	return r.Return.RAM.Requests
+}
+
+// minPostcopyRequests: the cut waits until the destination's guest has had
+// this many pages served on demand. Its very first faults come from
+// delivering the interrupts pending at the switch, which TCG does holding
+// QEMU's big lock; a cut while one is outstanding leaves the destination's
+// main loop blocked, unable to accept any reconnection (README, post-copy).
+const minPostcopyRequests = 16
+
 // waitPostcopy waits until the destination runs the guest in post-copy
 // while ferry still runs. (The source reports post-copy a moment earlier; a
 // cut in that moment makes the destination libvirtd kill its QEMU, as for a
@@ -94,7 +119,7 @@ func waitPostcopy(t *testing.T, b *bgFerry, vm string) {
 	deadline := time.After(3 * time.Minute)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	for domstateReason("2", vm) != "running (post-copy)" {
+	for domstateReason("2", vm) != "running (post-copy)" || postcopyRequests(vm) < minPostcopyRequests {
 		select {
 		case code := <-b.done:
 			t.Fatalf("ferry exited %d before post-copy started\n%s%s", code, b.out.String(), b.errb.String())
@@ -147,7 +172,11 @@ func TestPostcopyResumesAfterLinkCut(t *testing.T) {
 		t.Fatalf("result json: %v", err)
 	}
 	if code != 0 || res.State != orchestrator.StateCompleted || !res.Postcopy {
-		t.Fatalf("exit %d, state %s, postcopy %v (error %q), want 0 completed post-copy", code, res.State, res.Postcopy, res.Error)
+		notes := ""
+		if rows := e.history(vm); len(rows) > 0 {
+			notes = rows[0].Notes
+		}
+		t.Fatalf("exit %d, state %s, postcopy %v (error %q), want 0 completed post-copy; journal notes: %s", code, res.State, res.Postcopy, res.Error, notes)
 	}
 	assertMovedClean(t, e, vm, before)
 
