@@ -12,42 +12,31 @@ import (
 	"github.com/google/uuid"
 	"github.com/sirupsen/logrus"
 
-	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/drain"
+	"github.com/ferryvm/ferry/journal"
 )
 
-// drain is a drain this server runs.
-type drain struct {
+// drainJob is a drain this server runs. Its lifecycle's accepted closes at
+// the drain's first report, or when it ended.
+type drainJob struct {
+	lifecycle
 	id, host string
 	dryRun   bool
 	// stop ends the drain's scheduling (no new moves); abort rolls back
 	// its moves in flight.
 	stop, abort context.CancelFunc
-	accepted    chan struct{}
-	acceptOnce  sync.Once
-	done        chan struct{}
 
 	mu             sync.Mutex
-	report         *orchestrator.DrainReport // last snapshot, then the final report
+	report         *drain.Report // last snapshot, then the final report
 	err            error
 	cancelRequest  bool
 	abortRequested bool
 }
 
-func (d *drain) accept() { d.acceptOnce.Do(func() { close(d.accepted) }) }
-
-func (d *drain) isDone() bool {
-	select {
-	case <-d.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // DrainView is a drain as GET shows it: its persisted (or, while this
 // server runs it, live) report.
 type DrainView struct {
-	*orchestrator.DrainReport
+	*drain.Report
 	Managed        bool   `json:"managed"`
 	OwnerPID       int    `json:"owner_pid,omitempty"`
 	AbortRequested bool   `json:"abort_requested,omitempty"`
@@ -87,7 +76,7 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
 	if d := s.draining[host]; d != nil && !req.DryRun {
 		s.mu.Unlock()
 		note(r, "drain", d.id)
-		writeJSON(w, http.StatusOK, DrainAccepted{ID: d.id, Location: drainLocation(d.id), Host: host, Existing: true, State: orchestrator.DrainRunning})
+		writeJSON(w, http.StatusOK, DrainAccepted{ID: d.id, Location: drainLocation(d.id), Host: host, Existing: true, State: drain.StateRunning})
 		return
 	}
 	if err := s.starting(); err != nil {
@@ -95,7 +84,7 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, err)
 		return
 	}
-	d := &drain{id: uuid.NewString(), host: host, dryRun: req.DryRun, accepted: make(chan struct{}), done: make(chan struct{})}
+	d := &drainJob{lifecycle: newLifecycle(), id: uuid.NewString(), host: host, dryRun: req.DryRun}
 	ctx, stop := context.WithCancel(s.drainsCtx)
 	abortCtx, abort := context.WithCancel(s.movesCtx)
 	d.stop, d.abort = stop, abort
@@ -106,7 +95,7 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	note(r, "drain", d.id)
 	req.ID, req.Abort = d.id, abortCtx
-	req.Progress = func(rep orchestrator.DrainReport) {
+	req.Progress = func(rep drain.Report) {
 		d.mu.Lock()
 		d.report = &rep
 		d.mu.Unlock()
@@ -141,7 +130,7 @@ func (s *Server) drainHost(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (s *Server) runDrain(ctx context.Context, d *drain, req orchestrator.DrainRequest) {
+func (s *Server) runDrain(ctx context.Context, d *drainJob, req drain.Request) {
 	defer s.wg.Done()
 	defer d.stop()
 	defer d.abort()
@@ -154,8 +143,7 @@ func (s *Server) runDrain(ctx context.Context, d *drain, req orchestrator.DrainR
 	}
 	d.err = err
 	d.mu.Unlock()
-	close(d.done)
-	d.accept()
+	d.end()
 	s.mu.Lock()
 	if s.draining[d.host] == d {
 		delete(s.draining, d.host)
@@ -174,17 +162,17 @@ func (s *Server) runDrain(ctx context.Context, d *drain, req orchestrator.DrainR
 
 // safeDrain runs the drain; a panic in it becomes its error instead of
 // ending the process with every move in flight.
-func (s *Server) safeDrain(ctx context.Context, log *logrus.Entry, req orchestrator.DrainRequest) (rep *orchestrator.DrainReport, err error) {
+func (s *Server) safeDrain(ctx context.Context, log *logrus.Entry, req drain.Request) (rep *drain.Report, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			log.WithFields(logrus.Fields{"panic": fmt.Sprint(p), "stack": string(debug.Stack())}).Error("drain panicked")
 			rep, err = nil, fmt.Errorf("internal error in the drain (panic: %v): check its moves with GET /v1/migrations?state=running; `ferry recover` finishes any it left", p)
 		}
 	}()
-	return s.ctl.Drain(ctx, req)
+	return drain.Drain(ctx, s.ctl, req)
 }
 
-func (s *Server) lookupDrain(id string) *drain {
+func (s *Server) lookupDrain(id string) *drainJob {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.drains[id]
@@ -193,7 +181,7 @@ func (s *Server) lookupDrain(id string) *drain {
 // drainOf names the drain of this server that started a migration.
 func (s *Server) drainOf(migrationID string) string {
 	s.mu.Lock()
-	ds := make([]*drain, 0, len(s.drains))
+	ds := make([]*drainJob, 0, len(s.drains))
 	for _, d := range s.drains {
 		ds = append(ds, d)
 	}
@@ -214,18 +202,18 @@ func (s *Server) drainOf(migrationID string) string {
 	return ""
 }
 
-func (s *Server) drainView(d *drain) *DrainView {
+func (s *Server) drainView(d *drainJob) *DrainView {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	rep := d.report
 	if rep == nil {
-		rep = &orchestrator.DrainReport{ID: d.id, Host: d.host, State: orchestrator.DrainRunning, DryRun: d.dryRun}
+		rep = &drain.Report{ID: d.id, Host: d.host, State: drain.StateRunning, DryRun: d.dryRun}
 		if d.isDone() {
 			rep.State = "refused"
 		}
 	}
 	cp := *rep
-	v := &DrainView{DrainReport: &cp, Managed: true, AbortRequested: d.abortRequested, OwnerPID: orchestrator.OwnerPID(rep.Owner)}
+	v := &DrainView{Report: &cp, Managed: true, AbortRequested: d.abortRequested, OwnerPID: journal.OwnerPID(rep.Owner)}
 	if d.err != nil {
 		v.Outcome = d.err.Error()
 	}
@@ -258,15 +246,15 @@ func (s *Server) getDrain(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.drainView(d))
 		return
 	}
-	rep, err := s.ctl.Journal.GetDrain(r.Context(), id)
+	rep, err := drain.Get(r.Context(), s.ctl.Journal, id)
 	if err != nil {
-		if errors.Is(err, orchestrator.ErrUnknownDrain) {
+		if errors.Is(err, drain.ErrUnknown) {
 			err = apiErr(http.StatusNotFound, "unknown_drain", fmt.Sprintf("no drain %q (give the id POST /v1/hosts/HOST/drain returned)", id))
 		}
 		writeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, &DrainView{DrainReport: rep, OwnerPID: orchestrator.OwnerPID(rep.Owner)})
+	writeJSON(w, http.StatusOK, &DrainView{Report: rep, OwnerPID: journal.OwnerPID(rep.Owner)})
 }
 
 // cancelDrain serves DELETE /v1/drains/{id}[?abort=true]: the drain starts
@@ -293,8 +281,9 @@ func (s *Server) cancelDrain(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if d := s.lookupDrain(id); d != nil {
-		if d.isDone() {
-			v := s.drainView(d)
+		// Ended as soon as its report says so: the report reaches readers
+		// a moment before the drain's goroutine returns.
+		if v := s.drainView(d); d.isDone() || (v.Report != nil && v.State != drain.StateRunning) {
 			writeError(w, r, apiErr(http.StatusConflict, "finished", fmt.Sprintf("drain %s already ended: %s", id, v.State)))
 			return
 		}
@@ -315,16 +304,16 @@ func (s *Server) cancelDrain(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "state": "cancelling", "message": msg, "drain": v})
 		return
 	}
-	rep, err := s.ctl.Journal.GetDrain(r.Context(), id)
+	rep, err := drain.Get(r.Context(), s.ctl.Journal, id)
 	if err != nil {
-		if errors.Is(err, orchestrator.ErrUnknownDrain) {
+		if errors.Is(err, drain.ErrUnknown) {
 			err = apiErr(http.StatusNotFound, "unknown_drain", fmt.Sprintf("no drain %q", id))
 		}
 		writeError(w, r, err)
 		return
 	}
-	pid := orchestrator.OwnerPID(rep.Owner)
-	if rep.State != orchestrator.DrainRunning {
+	pid := journal.OwnerPID(rep.Owner)
+	if rep.State != drain.StateRunning {
 		writeError(w, r, apiErr(http.StatusConflict, "finished", fmt.Sprintf("drain %s of %s is not running: %s", id, rep.Host, rep.State)))
 		return
 	}
@@ -334,11 +323,11 @@ func (s *Server) cancelDrain(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, e)
 		return
 	}
-	if rep, err = s.ctl.Journal.CancelDrain(r.Context(), id); err != nil {
+	if rep, err = drain.Cancel(r.Context(), s.ctl.Journal, id); err != nil {
 		writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": id, "state": "cancelling", "owner_pid": pid,
 		"message": fmt.Sprintf("cancel requested: drain %s (ferry pid %d) starts no new moves; moves in flight finish", id, pid),
-		"drain":   &DrainView{DrainReport: rep, OwnerPID: pid}})
+		"drain":   &DrainView{Report: rep, OwnerPID: pid}})
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/ferryvm/ferry/drain"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 	"github.com/ferryvm/ferry/sla"
 )
@@ -50,17 +52,19 @@ func apiErr(status int, code, msg string) *Error {
 //	409 past_commitment        cancelling a migration that can no longer roll back
 //	413 body_too_large         request body over the limit
 //	415 unsupported_media_type a body that is not application/json
-//	422 insufficient_memory    no room on the destination (memory, CPUs)
+//	422 insufficient_memory    no room on the destination's memory
+//	422 insufficient_cpus      the destination has fewer CPUs than the VM vCPUs
 //	422 insufficient_storage   no room in the destination pool (cold)
 //	422 cpu_incompatible       the destination cannot run the guest's CPU
 //	422 no_placement           "to": "auto" found no host that fits
 //	502 host_unreachable       a libvirt host did not answer
 //	503 shutting_down          the server is stopping and starts nothing new
+//	500 state_database         the state database failed: what was asked may or may not be done
 //	500 internal               anything else (the message says what)
 //
 // 422 rather than 409 for capacity: the request is fine and nothing
 // conflicts with it, the destination just cannot take it.
-func classify(err error) (int, string) {
+func statusOf(err error) (int, string) {
 	var ae *Error
 	switch {
 	case errors.As(err, &ae):
@@ -69,9 +73,9 @@ func classify(err error) (int, string) {
 		return http.StatusNotFound, "unknown_vm"
 	case errors.Is(err, orchestrator.ErrUnknownHost):
 		return http.StatusNotFound, "unknown_host"
-	case errors.Is(err, orchestrator.ErrNoRecord):
+	case errors.Is(err, journal.ErrNoRecord):
 		return http.StatusNotFound, "unknown_migration"
-	case errors.Is(err, orchestrator.ErrUnknownDrain):
+	case errors.Is(err, drain.ErrUnknown):
 		return http.StatusNotFound, "unknown_drain"
 	case errors.Is(err, sla.ErrNoEntry):
 		return http.StatusNotFound, "not_in_sla_log"
@@ -91,6 +95,8 @@ func classify(err error) (int, string) {
 		return http.StatusUnprocessableEntity, "insufficient_memory"
 	case errors.Is(err, orchestrator.ErrInsufficientStorage):
 		return http.StatusUnprocessableEntity, "insufficient_storage"
+	case errors.Is(err, orchestrator.ErrTooFewCPUs):
+		return http.StatusUnprocessableEntity, "insufficient_cpus"
 	case errors.Is(err, orchestrator.ErrCPUIncompatible):
 		return http.StatusUnprocessableEntity, "cpu_incompatible"
 	case errors.Is(err, orchestrator.ErrNoPlacement):
@@ -102,6 +108,10 @@ func classify(err error) (int, string) {
 		return http.StatusBadRequest, "invalid_request"
 	case errors.Is(err, orchestrator.ErrRefused):
 		return http.StatusConflict, "refused"
+	case errors.Is(err, journal.ErrAmbiguousID):
+		return http.StatusBadRequest, "invalid_request"
+	case errors.Is(err, journal.ErrDatabase):
+		return http.StatusInternalServerError, "state_database"
 	}
 	return http.StatusInternalServerError, "internal"
 }
@@ -112,7 +122,7 @@ func toError(err error) *Error {
 	if errors.As(err, &ae) {
 		return ae
 	}
-	status, code := classify(err)
+	status, code := statusOf(err)
 	return &Error{status: status, Code: code, Message: err.Error()}
 }
 

@@ -11,12 +11,14 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferryvm/ferry/drain"
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 	"github.com/ferryvm/ferry/sla"
-	"github.com/ferryvm/ferry/store"
 )
 
-var fuzzInv = &orchestrator.Inventory{Hosts: []orchestrator.HostEntry{{Name: "host-a", URI: uriA}, {Name: "host-b", URI: uriB}}}
+var fuzzInv = &inventory.Inventory{Hosts: []inventory.Host{{Name: "host-a", URI: uriA}, {Name: "host-b", URI: uriB}}}
 
 func fuzzRequest(body []byte) (*httptest.ResponseRecorder, *http.Request) {
 	r := httptest.NewRequest(http.MethodPost, "/v1/migrations", strings.NewReader(string(body)))
@@ -25,10 +27,10 @@ func fuzzRequest(body []byte) (*httptest.ResponseRecorder, *http.Request) {
 }
 
 // checkLive asserts what validation promises about a live request's numbers.
-func checkLive(t *testing.T, r orchestrator.Request) {
+func checkLive(t *testing.T, bandwidthMiBps uint64, r orchestrator.LiveOptions) {
 	t.Helper()
 	for _, err := range []error{
-		orchestrator.RangeBandwidthMiBps.CheckUint("bandwidth", r.BandwidthMiBps),
+		orchestrator.RangeBandwidthMiBps.CheckUint("bandwidth", bandwidthMiBps),
 		orchestrator.RangeMaxDowntime.Check("max_downtime", r.MaxDowntime),
 		orchestrator.RangeDowntimeCeiling.Check("ceiling", r.DowntimeCeiling),
 		orchestrator.RangeCompletionTimeout.Check("completion", r.CompletionTimeout),
@@ -38,8 +40,8 @@ func checkLive(t *testing.T, r orchestrator.Request) {
 			t.Fatalf("validated request out of range: %v", err)
 		}
 	}
-	if r.BandwidthMiBps > 0 && orchestrator.BandwidthBytesPerSec(r.BandwidthMiBps) <= 0 {
-		t.Fatalf("bandwidth %d MiB/s converts to no cap", r.BandwidthMiBps)
+	if bandwidthMiBps > 0 && orchestrator.BandwidthBytesPerSec(bandwidthMiBps) <= 0 {
+		t.Fatalf("bandwidth %d MiB/s converts to no cap", bandwidthMiBps)
 	}
 }
 
@@ -74,8 +76,8 @@ func FuzzMigrationRequest(f *testing.F) {
 			return
 		}
 		if !m.Cold {
-			checkLive(t, p.live)
-		} else if err := orchestrator.RangeBandwidthMiBps.CheckUint("b", p.cold.BandwidthMiBps); err != nil {
+			checkLive(t, p.req.BandwidthMiBps, p.req.Live)
+		} else if err := orchestrator.RangeBandwidthMiBps.CheckUint("b", p.req.BandwidthMiBps); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -104,11 +106,11 @@ func FuzzDrainRequest(f *testing.F) {
 			}
 			return
 		}
-		if req.Parallel < 0 || req.Parallel > orchestrator.MaxDrainParallel || req.MaxPerTarget < 0 || req.MaxPerTarget > orchestrator.MaxDrainParallel ||
+		if req.Parallel < 0 || req.Parallel > drain.MaxParallel || req.MaxPerTarget < 0 || req.MaxPerTarget > drain.MaxParallel ||
 			req.Retries < 0 || req.Retries > 100 || req.Backoff < 0 {
 			t.Fatalf("validated drain out of range: %+v", req)
 		}
-		checkLive(t, req.Live)
+		checkLive(t, req.BandwidthMiBps, req.Live)
 	})
 }
 
@@ -116,15 +118,12 @@ func FuzzDrainRequest(f *testing.F) {
 // (target=NaN did).
 func FuzzSLAReportQuery(f *testing.F) {
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(f.TempDir(), "ferry.db"))
+	j, err := journal.Open(ctx, filepath.Join(f.TempDir(), "ferry.db"))
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Cleanup(func() { db.Close() })
-	j, err := orchestrator.OpenJournal(ctx, db)
-	if err != nil {
-		f.Fatal(err)
-	}
+	f.Cleanup(func() { j.Close() })
+	db := j.DB()
 	slaLog, err := sla.NewLog(ctx, db)
 	if err != nil {
 		f.Fatal(err)

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/virt"
 )
 
@@ -51,10 +51,8 @@ func TestNumbersOutOfRange(t *testing.T) {
 	if info, _ := f.vm.Info(); info.State != virt.StateRunning {
 		t.Fatal("a refused request moved the VM")
 	}
-	if marks, _ := f.ctl.Maintenance(context.Background()); marks != nil {
-		if l, _ := marks.List(context.Background()); len(l) != 0 {
-			t.Fatalf("a refused drain left maintenance marks: %+v", l)
-		}
+	if l, _ := f.ctl.Journal.Maintenance(context.Background()); len(l) != 0 {
+		t.Fatalf("a refused drain left maintenance marks: %+v", l)
 	}
 	f.expect(f.do("GET", "/healthz", ""), 200, "")
 }
@@ -105,7 +103,7 @@ func TestPanicInBackgroundWorkIsContained(t *testing.T) {
 		t.Fatalf("migration: %d %s", m.status, m.raw)
 	}
 	rec, err := f.ctl.Journal.Get(context.Background(), m.str("id"))
-	if err != nil || rec.State != orchestrator.StateFailed || !strings.Contains(rec.Error, "dial bug") {
+	if err != nil || rec.State != journal.StateFailed || !strings.Contains(rec.Error, "dial bug") {
 		t.Fatalf("journal row %+v, %v", rec, err)
 	}
 	f.ctl.Dial = dial

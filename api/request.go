@@ -14,7 +14,10 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ferryvm/ferry/drain"
+	"github.com/ferryvm/ferry/inventory"
 	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/placement"
 )
 
 // DefaultMaxBodyBytes bounds a request body: the largest legitimate one (a
@@ -61,7 +64,7 @@ type DrainRequest struct {
 	Order        string `json:"order,omitempty"`
 	RunningOnly  bool   `json:"running_only,omitempty"`
 	DryRun       bool   `json:"dry_run,omitempty"`
-	// Retries after a failed move (absent: orchestrator.DefaultDrainRetries).
+	// Retries after a failed move (absent: drain.DefaultRetries).
 	Retries      *int     `json:"retries,omitempty"`
 	Backoff      string   `json:"backoff,omitempty"`
 	Targets      []string `json:"targets,omitempty"`
@@ -231,7 +234,7 @@ func validVM(field, s string) error {
 	if s == "" {
 		return invalid("%s is required: a VM name or UUID", field)
 	}
-	if !orchestrator.ValidName(s) {
+	if !inventory.ValidName(s) {
 		if _, err := uuid.Parse(s); err != nil {
 			return invalid("%s %q is not a valid VM name (letters, digits, '.', '_', '-', at most 64) nor a UUID", field, s)
 		}
@@ -242,8 +245,8 @@ func validVM(field, s string) error {
 // inventoryHost checks that s names an inventory host. The API takes names
 // only, never libvirt URIs: a client must not make ferry dial arbitrary
 // addresses.
-func inventoryHost(inv *orchestrator.Inventory, field, s string) error {
-	if !orchestrator.ValidName(s) {
+func inventoryHost(inv *inventory.Inventory, field, s string) error {
+	if !inventory.ValidName(s) {
 		return invalid("%s %q is not a valid host name (letters, digits, '.', '_', '-', at most 64); the API takes inventory names, not libvirt URIs", field, s)
 	}
 	if inv != nil {
@@ -260,10 +263,10 @@ func inventoryHost(inv *orchestrator.Inventory, field, s string) error {
 	return apiErr(http.StatusNotFound, "unknown_host", fmt.Sprintf("%s: unknown host %q (%s)", field, s, known))
 }
 
-func parseLabels(field string, in []string) ([]orchestrator.Label, error) {
-	var out []orchestrator.Label
+func parseLabels(field string, in []string) ([]placement.Label, error) {
+	var out []placement.Label
 	for _, s := range in {
-		l, err := orchestrator.ParseLabel(s)
+		l, err := placement.ParseLabel(s)
 		if err != nil {
 			return nil, invalid("%s: %v", field, err)
 		}
@@ -272,9 +275,10 @@ func parseLabels(field string, in []string) ([]orchestrator.Label, error) {
 	return out, nil
 }
 
-// live turns the live options into the orchestrator's request fields.
-func (o LiveOptions) live() (orchestrator.Request, error) {
-	var r orchestrator.Request
+// live turns the live options into the orchestrator's (the bandwidth cap,
+// common to every kind, is the request's own field).
+func (o LiveOptions) live() (orchestrator.LiveOptions, error) {
+	var r orchestrator.LiveOptions
 	var err error
 	if r.MaxDowntime, err = parseDur("max_downtime", o.MaxDowntime, orchestrator.RangeMaxDowntime); err != nil {
 		return r, err
@@ -306,7 +310,7 @@ func (o LiveOptions) live() (orchestrator.Request, error) {
 	default:
 		return r, invalid("on_timeout %q: use abort, postcopy or pause", o.OnTimeout)
 	}
-	r.OnTimeout, r.AllowPostcopy, r.BandwidthMiBps, r.CopyStorage = o.OnTimeout, o.AllowPostcopy, o.BandwidthMiBps, o.CopyStorage
+	r.OnTimeout, r.AllowPostcopy, r.CopyStorage = o.OnTimeout, o.AllowPostcopy, o.CopyStorage
 	return r, nil
 }
 
@@ -329,15 +333,14 @@ func (o LiveOptions) liveOnly() []string {
 // plan is a validated migration request.
 type plan struct {
 	auto  bool
-	place orchestrator.PlaceOptions
-	live  orchestrator.Request
-	cold  orchestrator.ColdRequest
+	place placement.Options
+	req   orchestrator.Request
 }
 
 // validate checks a migration request against the inventory and builds the
 // orchestrator's request. Names are checked here so that a bad one never
 // reaches a log line or a libvirt call.
-func (m *MigrationRequest) validate(inv *orchestrator.Inventory) (*plan, error) {
+func (m *MigrationRequest) validate(inv *inventory.Inventory) (*plan, error) {
 	if err := validVM("vm", m.VM); err != nil {
 		return nil, err
 	}
@@ -384,11 +387,11 @@ func (m *MigrationRequest) validate(inv *orchestrator.Inventory) (*plan, error) 
 		if err != nil {
 			return nil, err
 		}
-		if m.ToPool != "" && !orchestrator.ValidName(m.ToPool) {
+		if m.ToPool != "" && !inventory.ValidName(m.ToPool) {
 			return nil, invalid("to_pool %q is not a valid pool name", m.ToPool)
 		}
-		p.cold = orchestrator.ColdRequest{VM: m.VM, To: m.To, From: m.From, ToPool: m.ToPool, KeepSource: m.KeepSource,
-			Start: m.Start, Shutdown: m.Shutdown, ShutdownTimeout: st, Force: m.Force, BandwidthMiBps: m.BandwidthMiBps}
+		p.req = orchestrator.Request{Kind: orchestrator.KindCold, VM: m.VM, To: m.To, From: m.From, BandwidthMiBps: m.BandwidthMiBps,
+			Cold: orchestrator.ColdOptions{ToPool: m.ToPool, KeepSource: m.KeepSource, Start: m.Start, Shutdown: m.Shutdown, ShutdownTimeout: st, Force: m.Force}}
 		return p, nil
 	}
 	var set []string
@@ -402,10 +405,11 @@ func (m *MigrationRequest) validate(inv *orchestrator.Inventory) (*plan, error) 
 		sort.Strings(set)
 		return nil, invalid("%s: options of cold moves; add \"cold\": true", strings.Join(set, ", "))
 	}
-	if p.live, err = m.live(); err != nil {
+	live, err := m.live()
+	if err != nil {
 		return nil, err
 	}
-	p.live.VM, p.live.To, p.live.From = m.VM, m.To, m.From
+	p.req = orchestrator.Request{Kind: orchestrator.KindLive, VM: m.VM, To: m.To, From: m.From, BandwidthMiBps: m.BandwidthMiBps, Live: live}
 	return p, nil
 }
 
@@ -413,16 +417,16 @@ func (m *MigrationRequest) validate(inv *orchestrator.Inventory) (*plan, error) 
 const maxReason = 200
 
 // validate checks a drain request and builds the orchestrator's.
-func (d *DrainRequest) validate(inv *orchestrator.Inventory, host string) (orchestrator.DrainRequest, error) {
-	req := orchestrator.DrainRequest{Host: host, Parallel: d.Parallel, MaxPerTarget: d.MaxPerTarget, Order: d.Order,
-		RunningOnly: d.RunningOnly, DryRun: d.DryRun, Retries: orchestrator.DefaultDrainRetries}
+func (d *DrainRequest) validate(inv *inventory.Inventory, host string) (drain.Request, error) {
+	req := drain.Request{Host: host, Parallel: d.Parallel, MaxPerTarget: d.MaxPerTarget, Order: d.Order,
+		RunningOnly: d.RunningOnly, DryRun: d.DryRun, Retries: drain.DefaultRetries}
 	if err := inventoryHost(inv, "host", host); err != nil {
 		return req, err
 	}
-	if err := inRange(orchestrator.RangeParallel.Check("parallel", int64(d.Parallel))); err != nil {
+	if err := inRange(drain.RangeParallel.Check("parallel", int64(d.Parallel))); err != nil {
 		return req, err
 	}
-	if err := inRange(orchestrator.RangeMaxPerTarget.Check("max_per_target", int64(d.MaxPerTarget))); err != nil {
+	if err := inRange(drain.RangeMaxPerTarget.Check("max_per_target", int64(d.MaxPerTarget))); err != nil {
 		return req, err
 	}
 	switch d.Order {
@@ -431,13 +435,13 @@ func (d *DrainRequest) validate(inv *orchestrator.Inventory, host string) (orche
 		return req, invalid("order %q: use smallest, largest or name", d.Order)
 	}
 	if d.Retries != nil {
-		if err := inRange(orchestrator.RangeRetries.Check("retries", int64(*d.Retries))); err != nil {
+		if err := inRange(drain.RangeRetries.Check("retries", int64(*d.Retries))); err != nil {
 			return req, err
 		}
 		req.Retries = *d.Retries
 	}
 	var err error
-	if req.Backoff, err = parseDur("backoff", d.Backoff, orchestrator.RangeBackoff); err != nil {
+	if req.Backoff, err = parseDur("backoff", d.Backoff, drain.RangeBackoff); err != nil {
 		return req, err
 	}
 	for _, t := range d.Targets {
@@ -462,5 +466,6 @@ func (d *DrainRequest) validate(inv *orchestrator.Inventory, host string) (orche
 	if req.Live, err = d.live(); err != nil {
 		return req, err
 	}
+	req.BandwidthMiBps = d.BandwidthMiBps
 	return req, nil
 }

@@ -66,11 +66,11 @@ type Server struct {
 
 	mu       sync.Mutex
 	closing  bool
-	moves    map[string]*move  // by migration id
-	active   map[string]*move  // running moves by VM name and UUID
-	drains   map[string]*drain // by drain id
-	draining map[string]*drain // running drains by host
-	finished []string          // ids of finished moves and drains, oldest first
+	moves    map[string]*move     // by migration id
+	active   map[string]*move     // running moves by VM name and UUID
+	drains   map[string]*drainJob // by drain id
+	draining map[string]*drainJob // running drains by host
+	finished []string             // ids of finished moves and drains, oldest first
 }
 
 // New checks the configuration and returns a server.
@@ -94,7 +94,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	s := &Server{cfg: cfg, ctl: cfg.Controller, log: cfg.Log, tokenH: sha256.Sum256([]byte(cfg.Token)),
-		moves: map[string]*move{}, active: map[string]*move{}, drains: map[string]*drain{}, draining: map[string]*drain{}}
+		moves: map[string]*move{}, active: map[string]*move{}, drains: map[string]*drainJob{}, draining: map[string]*drainJob{}}
 	s.movesCtx, s.abortMoves = context.WithCancel(context.Background())
 	s.drainsCtx, s.cancelDrains = context.WithCancel(context.Background())
 	var reg *prometheus.Registry

@@ -17,9 +17,11 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferryvm/ferry/drain"
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 	"github.com/ferryvm/ferry/sla"
-	"github.com/ferryvm/ferry/store"
 	"github.com/ferryvm/ferry/virt"
 	"github.com/ferryvm/ferry/virt/virttest"
 )
@@ -52,22 +54,19 @@ func newFixture(t *testing.T) *fixture {
 	f := &fixture{t: t, a: cl.AddHost(uriA, capa), b: cl.AddHost(uriB, capa), logs: &bytes.Buffer{}}
 	f.vm = f.a.AddDomain("web-01", vmUUID, 512<<20, virt.StateRunning)
 	ctx := context.Background()
-	db, err := store.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
+	j, err := journal.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { db.Close() })
-	j, err := orchestrator.OpenJournal(ctx, db)
-	if err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { j.Close() })
+	db := j.DB()
 	if f.slaLog, err = sla.NewLog(ctx, db); err != nil {
 		t.Fatal(err)
 	}
 	log := logrus.New()
 	log.SetOutput(f.logs)
 	log.SetLevel(logrus.DebugLevel)
-	inv := &orchestrator.Inventory{Hosts: []orchestrator.HostEntry{{Name: "host-a", URI: uriA}, {Name: "host-b", URI: uriB}}}
+	inv := &inventory.Inventory{Hosts: []inventory.Host{{Name: "host-a", URI: uriA}, {Name: "host-b", URI: uriB}}}
 	f.ctl = &orchestrator.Controller{Inventory: inv, Journal: j, Dial: cl.Dial, HooksDir: t.TempDir(),
 		Log: logrus.NewEntry(log), Events: orchestrator.SLAFeed{Log: f.slaLog}}
 	f.srv, err = New(Config{Controller: f.ctl, SLA: f.slaLog, Metrics: sla.NewMetrics(), Token: token, Log: logrus.NewEntry(log)})
@@ -255,7 +254,7 @@ func TestMigrationValidation(t *testing.T) {
 	// A refusal of the orchestrator names its journal row.
 	r := f.do("POST", "/v1/migrations", `{"vm": "nope", "to": "host-b"}`)
 	g := f.do("GET", "/v1/migrations/"+r.str("id"), "")
-	if g.status != 200 || g.str("state") != orchestrator.StateRefused || !strings.Contains(g.str("error"), "not found") {
+	if g.status != 200 || g.str("state") != journal.StateRefused || !strings.Contains(g.str("error"), "not found") {
 		t.Fatalf("refused row: %d %s", g.status, g.raw)
 	}
 	// The VM never moved.
@@ -277,7 +276,7 @@ func TestMigrateLive(t *testing.T) {
 	if r.str("location") != "/v1/migrations/"+id {
 		t.Fatalf("location %q", r.str("location"))
 	}
-	g := f.waitState(id, orchestrator.StateCompleted)
+	g := f.waitState(id, journal.StateCompleted)
 	stages, _ := g.body["stage_times"].(map[string]any)
 	for _, s := range []string{"pre-migration", "reservation", "pre-copy", "stop-and-copy", "commitment", "activation"} {
 		if stages[s] == nil {
@@ -311,7 +310,7 @@ func TestMigrateLive(t *testing.T) {
 	other.Handler().ServeHTTP(rec, req)
 	var v map[string]any
 	_ = json.Unmarshal(rec.Body.Bytes(), &v)
-	if rec.Code != 200 || v["id"] != id || v["managed"] != false || v["state"] != orchestrator.StateCompleted || v["downtime_ms"] != float64(20) {
+	if rec.Code != 200 || v["id"] != id || v["managed"] != false || v["state"] != journal.StateCompleted || v["downtime_ms"] != float64(20) {
 		t.Fatalf("journal fallback: %d %s", rec.Code, rec.Body)
 	}
 	if !strings.Contains(f.logs.String(), "migration="+id) {
@@ -330,7 +329,7 @@ func TestMigrateAuto(t *testing.T) {
 	if r.str("destination") != "host-b" || r.str("source") != "host-a" {
 		t.Fatalf("placement: %s", r.raw)
 	}
-	g := f.waitState(r.str("id"), orchestrator.StateCompleted)
+	g := f.waitState(r.str("id"), journal.StateCompleted)
 	if p, _ := g.body["placement"].(map[string]any); p["host"] != "host-b" {
 		t.Fatalf("view lacks the placement: %s", g.raw)
 	}
@@ -343,7 +342,7 @@ func TestDedupAndCancel(t *testing.T) {
 	f.expect(r, 202, "")
 	id := r.str("id")
 	// Answered once the reservation is held: the move may be further on.
-	if r.str("state") != orchestrator.StateRunning || (r.str("stage") != "reservation" && r.str("stage") != "pre-copy") {
+	if r.str("state") != journal.StateRunning || (r.str("stage") != "reservation" && r.str("stage") != "pre-copy") {
 		t.Fatalf("accepted: %s", r.raw)
 	}
 	// The same VM again, by name and by UUID: the same migration.
@@ -386,7 +385,7 @@ func TestDedupAndCancel(t *testing.T) {
 	if c.str("state") != "cancelling" {
 		t.Fatalf("cancel: %s", c.raw)
 	}
-	g = f.waitState(id, orchestrator.StateRolledBack)
+	g = f.waitState(id, journal.StateRolledBack)
 	if g.body["cancel_requested"] != true {
 		t.Fatalf("rolled back view: %s", g.raw)
 	}
@@ -404,7 +403,7 @@ func TestDedupAndCancel(t *testing.T) {
 	if n.str("id") == id {
 		t.Fatal("a finished migration was reused")
 	}
-	f.waitState(n.str("id"), orchestrator.StateCompleted)
+	f.waitState(n.str("id"), journal.StateCompleted)
 }
 
 // procToken is a process's journal owner token (pid:start time), as the
@@ -432,7 +431,7 @@ func TestCancelOtherProcess(t *testing.T) {
 		"aaaaaaaa-0000-0000-0000-000000000001": procToken(t, sleeper.Process.Pid),
 		"aaaaaaaa-0000-0000-0000-000000000002": "999999999:1",
 	} {
-		if err := f.ctl.Journal.Create(ctx, &orchestrator.Record{ID: id, Kind: "live", VM: "db-01", State: orchestrator.StateRunning, Owner: owner}); err != nil {
+		if err := f.ctl.Journal.Create(ctx, &journal.Record{ID: id, Kind: "live", VM: "db-01", State: journal.StateRunning, Owner: owner}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -491,7 +490,7 @@ func TestDrains(t *testing.T) {
 			if len(ms) == 1 {
 				mig, _ = ms[0].(string)
 				rec, err := f.ctl.Journal.Get(context.Background(), mig)
-				return err == nil && rec.Stage >= orchestrator.StageReservation
+				return err == nil && rec.Stage >= journal.StageReservation
 			}
 		}
 		return false
@@ -504,7 +503,7 @@ func TestDrains(t *testing.T) {
 	close(f.release)
 	waitFor(t, "the drain to end", func() bool {
 		g := f.do("GET", "/v1/drains/"+id, "")
-		return g.str("state") == orchestrator.DrainDone
+		return g.str("state") == drain.StateDone
 	})
 	g := f.do("GET", "/v1/drains/"+id, "")
 	if g.body["empty"] != true || g.body["moved"] != float64(1) || g.body["managed"] != true {
@@ -525,7 +524,7 @@ func TestDrainCancel(t *testing.T) {
 	f.expect(c, 202, "")
 	waitFor(t, "the drain to stop", func() bool {
 		g := f.do("GET", "/v1/drains/"+id, "")
-		return g.str("state") == orchestrator.DrainCancelled
+		return g.str("state") == drain.StateCancelled
 	})
 	g := f.do("GET", "/v1/drains/"+id, "")
 	if g.body["cancel_requested"] != true || g.body["abort_requested"] != true || g.body["empty"] != false {
@@ -609,7 +608,7 @@ func TestHealthAndShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := f.do("GET", "/v1/migrations/"+r.str("id"), "")
-	if g.str("state") != orchestrator.StateCompleted {
+	if g.str("state") != journal.StateCompleted {
 		t.Fatalf("the move in flight did not finish: %s", g.raw)
 	}
 }

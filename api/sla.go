@@ -10,7 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/sla"
 )
 
@@ -46,7 +47,7 @@ func (s *Server) slaReport(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if q.Host != "" && !orchestrator.ValidName(q.Host) {
+	if q.Host != "" && !inventory.ValidName(q.Host) {
 		writeError(w, r, invalid("host %q is not a valid host name", q.Host))
 		return
 	}
@@ -113,7 +114,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	fail := func(name string, err error) {
 		h.Status, h.Checks[name] = "unavailable", err.Error()
 	}
-	if _, err := s.ctl.Journal.List(ctx, orchestrator.ListFilter{Limit: 1}); err != nil {
+	if _, err := s.ctl.Journal.List(ctx, journal.ListFilter{Limit: 1}); err != nil {
 		fail("state_db", fmt.Errorf("journal: %w", err))
 	} else {
 		h.Checks["state_db"] = "ok"

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/ferryvm/ferry/virt"
+	"github.com/ferryvm/ferry/virt/virttest"
 )
 
 func TestDigestIgnoresHowZerosTravel(t *testing.T) {
@@ -137,18 +138,18 @@ func TestLogDestName(t *testing.T) {
 
 // lab builds a source with a qcow2 disk in the default pool, a raw disk
 // outside any pool, NVRAM and two log files; and an empty destination.
-func lab(t *testing.T, dstAvail uint64) (src, dst *fakeStore, srcHost, dstHost *fakeHost, dom *fakeDomain) {
+func lab(t *testing.T, dstAvail uint64) (src, dst *virttest.Storage, srcHost, dstHost *fakeHost, dom *fakeDomain) {
 	t.Helper()
-	src, dst = newFakeStore(true), newFakeStore(true)
-	src.addPool("default", "/var/lib/libvirt/images", 1<<40)
-	dst.addPool("default", "/var/lib/libvirt/images", dstAvail)
-	src.put("/var/lib/libvirt/images/web-vda.qcow2", pattern(1<<20, 1, 0, 300000), "qcow2")
-	src.put("/srv/vms/web-vdb.img", pattern(4<<20, 2, 2<<20), "raw")
-	src.put("/var/lib/libvirt/qemu/nvram/web_VARS.fd", pattern(128<<10, 3, 0, 64<<10), "raw")
-	src.put("/var/log/libvirt/qemu/web.log", []byte("boot\n"), "raw")
-	src.put("/var/log/libvirt/qemu/web.log.0", []byte("older\n"), "raw")
-	src.put("/var/log/libvirt/qemu/webserver.log", []byte("not ours\n"), "raw")
-	dst.put("/var/log/libvirt/qemu/web.log", []byte("a previous stay\n"), "raw")
+	src, dst = virttest.NewStorage(true), virttest.NewStorage(true)
+	src.AddPool("default", "/var/lib/libvirt/images", 1<<40)
+	dst.AddPool("default", "/var/lib/libvirt/images", dstAvail)
+	src.Put("/var/lib/libvirt/images/web-vda.qcow2", pattern(1<<20, 1, 0, 300000), "qcow2")
+	src.Put("/srv/vms/web-vdb.img", pattern(4<<20, 2, 2<<20), "raw")
+	src.Put("/var/lib/libvirt/qemu/nvram/web_VARS.fd", pattern(128<<10, 3, 0, 64<<10), "raw")
+	src.Put("/var/log/libvirt/qemu/web.log", []byte("boot\n"), "raw")
+	src.Put("/var/log/libvirt/qemu/web.log.0", []byte("older\n"), "raw")
+	src.Put("/var/log/libvirt/qemu/webserver.log", []byte("not ours\n"), "raw")
+	dst.Put("/var/log/libvirt/qemu/web.log", []byte("a previous stay\n"), "raw")
 	srcHost, dstHost = newFakeHost(), newFakeHost()
 	d, _ := srcHost.DefineXML(testXML("web"))
 	return src, dst, srcHost, dstHost, d.(*fakeDomain)
@@ -180,13 +181,13 @@ func TestPlan(t *testing.T) {
 	if p.Artifacts[0].Format != "qcow2" || !p.Sparse || p.BytesToMove >= p.TotalBytes {
 		t.Fatalf("format %s sparse %v bytes %d of %d", p.Artifacts[0].Format, p.Sparse, p.BytesToMove, p.TotalBytes)
 	}
-	if src.transient != 0 || dst.transient != 0 {
+	if src.Transient() != 0 || dst.Transient() != 0 {
 		t.Fatal("plan left transient pools behind")
 	}
 
 	// Dense when one end lacks sparse streams: every byte of the files moves.
-	dense := newFakeStore(false)
-	dense.addPool("default", "/var/lib/libvirt/images", 1<<30)
+	dense := virttest.NewStorage(false)
+	dense.AddPool("default", "/var/lib/libvirt/images", 1<<30)
 	p, _ = BuildPlan(testXML("web"), src, dense, PlanOptions{})
 	if p.Sparse || p.BytesToMove != p.TotalBytes || !strings.Contains(p.SparseNote, "dense") {
 		t.Fatalf("sparse %v note %q bytes %d of %d", p.Sparse, p.SparseNote, p.BytesToMove, p.TotalBytes)
@@ -200,7 +201,7 @@ func TestPlanRefusals(t *testing.T) {
 		t.Fatalf("problems %v", p.Problems)
 	}
 	src, dst, _, _, _ = lab(t, 1<<30)
-	dst.put("/var/lib/libvirt/images/web-vda.qcow2", []byte("someone else's"), "raw")
+	dst.Put("/var/lib/libvirt/images/web-vda.qcow2", []byte("someone else's"), "raw")
 	p, _ = BuildPlan(testXML("web"), src, dst, PlanOptions{})
 	if len(p.Problems) != 1 || !strings.Contains(p.Problems[0], "already has /var/lib/libvirt/images/web-vda.qcow2") {
 		t.Fatalf("problems %v", p.Problems)
@@ -225,7 +226,7 @@ func (r *memRecorder) Artifact(a Artifact) error {
 }
 func (r *memRecorder) Stage(s string) error { r.stages = append(r.stages, s); return nil }
 
-func newMove(t *testing.T, src, dst *fakeStore, srcHost, dstHost *fakeHost, dom *fakeDomain, prev map[string]Artifact) (*Move, *memRecorder) {
+func newMove(t *testing.T, src, dst *virttest.Storage, srcHost, dstHost *fakeHost, dom *fakeDomain, prev map[string]Artifact) (*Move, *memRecorder) {
 	t.Helper()
 	p, err := BuildPlan(testXML("web"), src, dst, PlanOptions{SourceName: "host1", Previous: prev})
 	if err != nil || len(p.Problems) > 0 {
@@ -233,28 +234,26 @@ func newMove(t *testing.T, src, dst *fakeStore, srcHost, dstHost *fakeHost, dom 
 	}
 	rec := &memRecorder{}
 	return &Move{Src: srcHost, Dst: dstHost, SrcStorage: src, DstStorage: dst, Domain: dom, Plan: p, Recorder: rec, Previous: prev,
-		Observe: func() (*virt.HostUsage, error) { return src.usage(srcHost, nil), nil }}, rec
+		Observe: func() (*virt.HostUsage, error) { return usage(src, srcHost, nil), nil }}, rec
 }
 
 func TestMoveCopiesVerifiesAndRemovesTheSource(t *testing.T) {
 	src, dst, srcHost, dstHost, dom := lab(t, 1<<30)
-	before := map[string][]byte{}
-	for k, v := range src.files {
-		before[k] = v
-	}
+	before := src.Files()
 	mv, rec := newMove(t, src, dst, srcHost, dstHost, dom, nil)
 	mv.Start = true
 	out, err := mv.Run(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
+	srcFiles, dstFiles := src.Files(), dst.Files()
 	for _, a := range out.Artifacts {
-		if !bytes.Equal(dst.files[a.DstPath], before[a.SrcPath]) {
+		if !bytes.Equal(dstFiles[a.DstPath], before[a.SrcPath]) {
 			t.Fatalf("%s differs on the destination", a.DstPath)
 		}
 		if a.SrcPath == "/srv/vms/web-vdb.img" {
 			// Outside the source's pools: not ferry's to delete.
-			if a.State != StateKept || !strings.Contains(a.KeepReason, "not in a storage pool") || src.files[a.SrcPath] == nil {
+			if a.State != StateKept || !strings.Contains(a.KeepReason, "not in a storage pool") || srcFiles[a.SrcPath] == nil {
 				t.Fatalf("%+v", a)
 			}
 			continue
@@ -262,14 +261,14 @@ func TestMoveCopiesVerifiesAndRemovesTheSource(t *testing.T) {
 		if a.State != StateMoved || a.Checksum == "" {
 			t.Fatalf("%+v", a)
 		}
-		if _, ok := src.files[a.SrcPath]; ok {
+		if _, ok := srcFiles[a.SrcPath]; ok {
 			t.Fatalf("%s left on the source", a.SrcPath)
 		}
 	}
-	if string(dst.files["/var/log/libvirt/qemu/web.log"]) != "a previous stay\n" {
+	if string(dstFiles["/var/log/libvirt/qemu/web.log"]) != "a previous stay\n" {
 		t.Fatal("the destination's own log was overwritten")
 	}
-	if _, ok := src.files["/var/log/libvirt/qemu/webserver.log"]; !ok {
+	if _, ok := srcFiles["/var/log/libvirt/qemu/webserver.log"]; !ok {
 		t.Fatal("another VM's log was moved")
 	}
 	if out.SentBytes >= int64(len(before["/srv/vms/web-vdb.img"])) {
@@ -288,29 +287,26 @@ func TestMoveCopiesVerifiesAndRemovesTheSource(t *testing.T) {
 	if !reflect.DeepEqual(rec.stages, []string{StageCopying, StageDefined, StageCommitted, StageDone}) {
 		t.Fatalf("stages %v", rec.stages)
 	}
-	if src.transient != 0 || dst.transient != 0 {
+	if src.Transient() != 0 || dst.Transient() != 0 {
 		t.Fatal("transient pools left behind")
 	}
 }
 
 func TestMoveRollsBackBeforeTouchingTheSource(t *testing.T) {
 	src, dst, srcHost, dstHost, dom := lab(t, 1<<30)
-	before := map[string][]byte{}
-	for k, v := range src.files {
-		before[k] = v
-	}
-	dstBefore := len(dst.files)
-	dst.failUpload = "/var/lib/libvirt/qemu/nvram/web_VARS.fd"
+	before := src.Files()
+	dstBefore := len(dst.Files())
+	dst.CallFn = failUploadAfterFirstChunk("/var/lib/libvirt/qemu/nvram/web_VARS.fd")
 	mv, rec := newMove(t, src, dst, srcHost, dstHost, dom, nil)
 	_, err := mv.Run(context.Background())
 	rb, ok := IsRollback(err)
 	if !ok || !rb.Complete() || !strings.Contains(rb.Step, "nvram") {
 		t.Fatalf("err %v", err)
 	}
-	if len(dst.files) != dstBefore {
-		t.Fatalf("destination keeps %d files, had %d: %v", len(dst.files), dstBefore, dst.files)
+	if dstFiles := dst.Files(); len(dstFiles) != dstBefore {
+		t.Fatalf("destination keeps %d files, had %d: %v", len(dstFiles), dstBefore, dstFiles)
 	}
-	if !reflect.DeepEqual(src.files, before) || len(dom.calls) != 0 {
+	if !reflect.DeepEqual(src.Files(), before) || len(dom.calls) != 0 {
 		t.Fatalf("source touched: calls %v", dom.calls)
 	}
 	if _, err := dstHost.LookupDomain(testUUID); err == nil {
@@ -333,12 +329,12 @@ func TestMoveResumesVerifiedArtifacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst.files[a0.DstPath] = append([]byte(nil), src.files[a0.SrcPath]...)
+	dst.Put(a0.DstPath, src.Files()[a0.SrcPath], "")
 	vi, _ := mustVol(t, src, a0.SrcPath).Info()
 	a0.State, a0.Checksum, a0.SourceStamp = StateVerified, sum, StampOf(vi)
 	// and started the second one.
 	a1 := first.Plan.Artifacts[1]
-	dst.files[a1.DstPath] = []byte("partial")
+	dst.Put(a1.DstPath, []byte("partial"), "")
 	a1.State = StateCopying
 	prev := map[string]Artifact{a0.Key(): a0, a1.Key(): a1}
 
@@ -350,7 +346,7 @@ func TestMoveResumesVerifiedArtifacts(t *testing.T) {
 	if !out.Artifacts[0].Skipped || out.Artifacts[1].Skipped || out.Artifacts[0].Checksum != sum {
 		t.Fatalf("%+v", out.Artifacts[:2])
 	}
-	if out.Artifacts[1].Checksum == "" || len(dst.files[a1.DstPath]) != 4<<20 {
+	if out.Artifacts[1].Checksum == "" || len(dst.Files()[a1.DstPath]) != 4<<20 {
 		t.Fatal("the partial copy was not redone")
 	}
 }
@@ -370,12 +366,11 @@ func TestShutdownDomainForcesAfterTimeout(t *testing.T) {
 	}
 }
 
-func mustVol(t *testing.T, s *fakeStore, path string) virt.Volume {
+func mustVol(t *testing.T, s *virttest.Storage, path string) virt.Volume {
 	t.Helper()
 	v, err := s.LookupVolumeByPath(path)
 	if err != nil {
-		p := &fakePool{s: s, dir: path[:strings.LastIndexByte(path, '/')]}
-		return &fakeVol{s: s, path: path, pool: p.name}
+		return s.Volume(path)
 	}
 	return v
 }

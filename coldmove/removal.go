@@ -38,64 +38,8 @@ type Removal struct {
 // it lies in one of the source's own storage pools: ferry does not delete
 // files outside the pools it copied from.
 func DecideRemovals(in RemovalInput) []Removal {
-	backing := map[string]string{}
-	for _, v := range in.Usage.Volumes {
-		if v.BackingPath != "" {
-			backing[filepath.Clean(v.Path)] = filepath.Clean(v.BackingPath)
-		}
-	}
-	chain := func(p string) []string {
-		var out []string
-		for seen := map[string]bool{}; p != "" && !seen[p]; p = backing[p] {
-			seen[p] = true
-			out = append(out, p)
-		}
-		return out
-	}
-	inMove := map[string]bool{}
-	for _, a := range in.Artifacts {
-		inMove[filepath.Clean(a.SrcPath)] = true
-	}
-	users := map[string][]string{}
-	use := func(p, who string) {
-		for _, u := range users[p] {
-			if u == who {
-				return
-			}
-		}
-		users[p] = append(users[p], who)
-	}
-	for _, d := range in.Usage.Domains {
-		if d.UUID == in.VMUUID {
-			continue
-		}
-		state := string(d.State)
-		if !d.Persistent {
-			state += ", transient"
-		}
-		for _, f := range d.Files {
-			who := fmt.Sprintf("domain %s (%s, %s)", d.Name, state, f.Use)
-			for _, p := range chain(filepath.Clean(f.Path)) {
-				use(p, who)
-			}
-		}
-	}
-	for _, v := range in.Usage.Volumes {
-		vp := filepath.Clean(v.Path)
-		if inMove[vp] || v.BackingPath == "" {
-			continue
-		}
-		who := fmt.Sprintf("volume %s (pool %s) has it in its backing chain", vp, v.Pool)
-		for _, p := range chain(filepath.Clean(v.BackingPath)) {
-			use(p, who)
-		}
-	}
-	poolDirs := map[string]bool{}
-	for _, p := range in.Usage.Pools {
-		if p.Active && p.Path != "" && !strings.HasPrefix(p.Name, "ferry-") {
-			poolDirs[filepath.Clean(p.Path)] = true
-		}
-	}
+	u := newFileUsers(in)
+	poolDirs := sourcePoolDirs(in.Usage.Pools)
 	unresolved := strings.Join(in.Usage.Unresolved, ", ")
 
 	out := make([]Removal, len(in.Artifacts))
@@ -111,31 +55,13 @@ func DecideRemovals(in RemovalInput) []Removal {
 				continue
 			}
 			p := filepath.Clean(a.SrcPath)
-			file := a.Kind == KindDisk || a.Kind == KindBacking
-			switch {
-			case a.State != StateVerified && a.State != StateReused:
-				r.Reason = "not copied by this move (" + a.State + ")"
-			case in.KeepSource:
-				r.Reason = "--keep-source"
-			case a.KeepOnSource:
-				r.Reason = a.Note
-				if r.Reason == "" {
-					r.Reason = "read-only or shared image"
-				}
-			case len(users[p]) > 0:
-				r.KeptBy = append([]string(nil), users[p]...)
-				sort.Strings(r.KeptBy)
-				r.Reason = "used by " + strings.Join(r.KeptBy, "; ")
-			case file && !poolDirs[filepath.Dir(p)]:
-				r.Reason = "not in a storage pool of the source: ferry deletes only files of the pools it copied from"
-			case file && unresolved != "":
-				r.Reason = "the backing chain of " + unresolved + " could not be read: it may use this file"
-			default:
+			r.Reason, r.KeptBy = keepReason(a, in.KeepSource, u.users[p], poolDirs, unresolved)
+			if r.Reason == "" {
 				continue
 			}
 			changed = true
-			for _, b := range chain(p)[1:] {
-				use(b, "kept file "+p+" (its backing chain)")
+			for _, b := range u.chain(p)[1:] {
+				u.use(b, "kept file "+p+" (its backing chain)")
 			}
 		}
 	}
@@ -143,6 +69,113 @@ func DecideRemovals(in RemovalInput) []Removal {
 		out[i].Delete = out[i].Reason == ""
 	}
 	return out
+}
+
+// keepReason says why an artifact's source file must stay, "" if it may
+// go; users are the others that use the file, poolDirs the directories of
+// the source's own pools, unresolved the files whose chains were not read.
+func keepReason(a Artifact, keepSource bool, users []string, poolDirs map[string]bool, unresolved string) (string, []string) {
+	file := a.Kind == KindDisk || a.Kind == KindBacking
+	switch {
+	case a.State != StateVerified && a.State != StateReused:
+		return "not copied by this move (" + a.State + ")", nil
+	case keepSource:
+		return "--keep-source", nil
+	case a.KeepOnSource:
+		if a.Note == "" {
+			return "read-only or shared image", nil
+		}
+		return a.Note, nil
+	case len(users) > 0:
+		keptBy := append([]string(nil), users...)
+		sort.Strings(keptBy)
+		return "used by " + strings.Join(keptBy, "; "), keptBy
+	case file && !poolDirs[filepath.Dir(filepath.Clean(a.SrcPath))]:
+		return "not in a storage pool of the source: ferry deletes only files of the pools it copied from", nil
+	case file && unresolved != "":
+		return "the backing chain of " + unresolved + " could not be read: it may use this file", nil
+	}
+	return "", nil
+}
+
+// fileUsers is who uses which file on the source (by clean path), besides
+// the moved VM, and the backing file of each volume.
+type fileUsers struct {
+	backing map[string]string
+	users   map[string][]string
+}
+
+// newFileUsers records, for every file, the other domains that name it and
+// the volumes outside the move that have it in their backing chains.
+func newFileUsers(in RemovalInput) *fileUsers {
+	u := &fileUsers{backing: map[string]string{}, users: map[string][]string{}}
+	for _, v := range in.Usage.Volumes {
+		if v.BackingPath != "" {
+			u.backing[filepath.Clean(v.Path)] = filepath.Clean(v.BackingPath)
+		}
+	}
+	inMove := map[string]bool{}
+	for _, a := range in.Artifacts {
+		inMove[filepath.Clean(a.SrcPath)] = true
+	}
+	for _, d := range in.Usage.Domains {
+		if d.UUID == in.VMUUID {
+			continue
+		}
+		state := string(d.State)
+		if !d.Persistent {
+			state += ", transient"
+		}
+		for _, f := range d.Files {
+			who := fmt.Sprintf("domain %s (%s, %s)", d.Name, state, f.Use)
+			for _, p := range u.chain(filepath.Clean(f.Path)) {
+				u.use(p, who)
+			}
+		}
+	}
+	for _, v := range in.Usage.Volumes {
+		vp := filepath.Clean(v.Path)
+		if inMove[vp] || v.BackingPath == "" {
+			continue
+		}
+		who := fmt.Sprintf("volume %s (pool %s) has it in its backing chain", vp, v.Pool)
+		for _, p := range u.chain(filepath.Clean(v.BackingPath)) {
+			u.use(p, who)
+		}
+	}
+	return u
+}
+
+// chain is a file and its backing files, as far as the volumes tell.
+func (u *fileUsers) chain(p string) []string {
+	var out []string
+	for seen := map[string]bool{}; p != "" && !seen[p]; p = u.backing[p] {
+		seen[p] = true
+		out = append(out, p)
+	}
+	return out
+}
+
+// use records who uses file p, once.
+func (u *fileUsers) use(p, who string) {
+	for _, x := range u.users[p] {
+		if x == who {
+			return
+		}
+	}
+	u.users[p] = append(u.users[p], who)
+}
+
+// sourcePoolDirs are the directories of the source's own active pools
+// (ferry's transient ones excluded): the only places ferry deletes files.
+func sourcePoolDirs(pools []virt.PoolInfo) map[string]bool {
+	dirs := map[string]bool{}
+	for _, p := range pools {
+		if p.Active && p.Path != "" && !strings.HasPrefix(p.Name, "ferry-") {
+			dirs[filepath.Clean(p.Path)] = true
+		}
+	}
+	return dirs
 }
 
 // ApplyRemovals copies the decisions into the artifacts: kept ones are

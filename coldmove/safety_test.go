@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/ferryvm/ferry/virt"
+	"github.com/ferryvm/ferry/virt/virttest"
 )
 
 func TestDecideRemovals(t *testing.T) {
@@ -185,20 +186,21 @@ func TestMoveRollsBackWhenTheSourceChanges(t *testing.T) {
 	for _, how := range []string{"started", "file written"} {
 		t.Run(how, func(t *testing.T) {
 			src, dst, srcHost, dstHost, dom := lab(t, 1<<30)
-			dstBefore := len(dst.files)
+			dstBefore := len(dst.Files())
 			mv, rec := newMove(t, src, dst, srcHost, dstHost, dom, nil)
 			first := mv.Plan.Artifacts[0].SrcPath
 			fired := false
-			src.onDownload = func(path string) {
-				if fired || path != first {
-					return
+			src.CallFn = func(c virttest.StorageCall) error {
+				if c.Op != virttest.OpDownload || fired || c.Path != first {
+					return nil
 				}
 				fired = true
 				if how == "started" {
 					srcHost.emit(testUUID, "started")
 				} else {
-					src.touch(first)
+					src.Touch(first)
 				}
+				return nil
 			}
 			_, err := mv.Run(context.Background())
 			rb, ok := IsRollback(err)
@@ -209,13 +211,13 @@ func TestMoveRollsBackWhenTheSourceChanges(t *testing.T) {
 			if !errors.As(err, &sc) || sc.When != "before defining on the destination" {
 				t.Fatalf("err %v", err)
 			}
-			if len(dst.files) != dstBefore {
-				t.Fatalf("destination keeps copies: %v", dst.files)
+			if dstFiles := dst.Files(); len(dstFiles) != dstBefore {
+				t.Fatalf("destination keeps copies: %v", dstFiles)
 			}
 			if _, err := dstHost.LookupDomain(testUUID); err == nil {
 				t.Fatal("defined on the destination")
 			}
-			if len(dom.calls) != 0 || src.files[first] == nil {
+			if len(dom.calls) != 0 || src.Files()[first] == nil {
 				t.Fatalf("source touched: %v", dom.calls)
 			}
 			for _, s := range rec.stages {
@@ -234,10 +236,10 @@ func TestResumeRecopiesAChangedSource(t *testing.T) {
 	first, _ := newMove(t, src, dst, srcHost, dstHost, dom, nil)
 	a0 := first.Plan.Artifacts[0]
 	sum, _, _ := Checksum(context.Background(), mustVol(t, src, a0.SrcPath), true)
-	dst.files[a0.DstPath] = append([]byte(nil), src.files[a0.SrcPath]...)
+	dst.Put(a0.DstPath, src.Files()[a0.SrcPath], "")
 	vi, _ := mustVol(t, src, a0.SrcPath).Info()
 	a0.State, a0.Checksum, a0.SourceStamp = StateVerified, sum, StampOf(vi)
-	src.touch(a0.SrcPath)
+	src.Touch(a0.SrcPath)
 	mv, _ := newMove(t, src, dst, srcHost, dstHost, dom, map[string]Artifact{a0.Key(): a0})
 	out, err := mv.Run(context.Background())
 	if err != nil {
@@ -253,11 +255,8 @@ func TestResumeRecopiesAChangedSource(t *testing.T) {
 // its definition is restored and the destination's copies are removed.
 func TestMoveStartedRightBeforeTheUndefine(t *testing.T) {
 	src, dst, srcHost, dstHost, dom := lab(t, 1<<30)
-	before := map[string][]byte{}
-	for k, v := range src.files {
-		before[k] = v
-	}
-	dstBefore := len(dst.files)
+	before := src.Files()
+	dstBefore := len(dst.Files())
 	dom.startedBeforeUndefine = true
 	mv, _ := newMove(t, src, dst, srcHost, dstHost, dom, nil)
 	_, err := mv.Run(context.Background())
@@ -266,11 +265,11 @@ func TestMoveStartedRightBeforeTheUndefine(t *testing.T) {
 	if !ok || !rb.Complete() || !errors.As(err, &sc) || sc.When != "after undefining the source" {
 		t.Fatalf("err %v", err)
 	}
-	if !reflect.DeepEqual(src.files, before) {
+	if !reflect.DeepEqual(src.Files(), before) {
 		t.Fatal("source files deleted")
 	}
-	if len(dst.files) != dstBefore {
-		t.Fatalf("destination keeps copies: %v", dst.files)
+	if dstFiles := dst.Files(); len(dstFiles) != dstBefore {
+		t.Fatalf("destination keeps copies: %v", dstFiles)
 	}
 	if _, err := dstHost.LookupDomain(testUUID); err == nil {
 		t.Fatal("destination definition left")

@@ -9,17 +9,18 @@ import (
 	"testing"
 
 	"github.com/ferryvm/ferry/coldmove"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/virt"
 )
 
 func TestColdRefusesARunningVMWithoutShutdown(t *testing.T) {
 	f := newFixture(t)
-	res, err := f.c.MigrateCold(context.Background(), ColdRequest{VM: "web-01", To: "host-b"})
+	res, err := f.c.Migrate(context.Background(), Request{Kind: KindCold, VM: "web-01", To: "host-b"})
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "--shutdown") || !strings.Contains(err.Error(), "live") {
 		t.Fatalf("err %v", err)
 	}
 	r := f.lastRecord(t)
-	if res.State != StateRefused || r.Kind != "cold" || r.State != StateRefused {
+	if res.State != journal.StateRefused || r.Kind != "cold" || r.State != journal.StateRefused {
 		t.Fatalf("result %+v row %+v", res, r)
 	}
 }
@@ -27,7 +28,7 @@ func TestColdRefusesARunningVMWithoutShutdown(t *testing.T) {
 func TestColdRefusesAHostWithoutStorageAPI(t *testing.T) {
 	f := newFixture(t)
 	f.vm.SetState(virt.StateShutoff, "")
-	_, err := f.c.MigrateCold(context.Background(), ColdRequest{VM: "web-01", To: "host-b"})
+	_, err := f.c.Migrate(context.Background(), Request{Kind: KindCold, VM: "web-01", To: "host-b"})
 	if !errors.Is(err, ErrRefused) || !errors.Is(err, virt.ErrNoSupport) {
 		t.Fatalf("err %v", err)
 	}

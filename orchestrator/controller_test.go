@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/virt"
 	"github.com/ferryvm/ferry/virt/virttest"
 )
@@ -28,14 +30,14 @@ func newFixture(t *testing.T) *fixture {
 	capa := virt.Capacity{CPUs: 4, MemoryBytes: 8 << 30, FreeMemoryBytes: 4 << 30}
 	f := &fixture{cluster: cl, a: cl.AddHost(uriA, capa), b: cl.AddHost(uriB, capa)}
 	f.vm = f.a.AddDomain("web-01", "6a7c1c1e-2c55-4d6e-9a55-1d2b3c4d5e6f", 512<<20, virt.StateRunning)
-	inv := &Inventory{Hosts: []HostEntry{{Name: "host-a", URI: uriA, MigrationAddress: "127.0.10.1"}, {Name: "host-b", URI: uriB, MigrationAddress: "127.0.10.2"}}}
+	inv := &inventory.Inventory{Hosts: []inventory.Host{{Name: "host-a", URI: uriA, MigrationAddress: "127.0.10.1"}, {Name: "host-b", URI: uriB, MigrationAddress: "127.0.10.2"}}}
 	f.c = &Controller{Inventory: inv, Journal: openTestJournal(t, filepath.Join(t.TempDir(), "ferry.db")), Dial: cl.Dial, HooksDir: t.TempDir()}
 	return f
 }
 
-func (f *fixture) lastRecord(t *testing.T) *Record {
+func (f *fixture) lastRecord(t *testing.T) *journal.Record {
 	t.Helper()
-	rs, err := f.c.Journal.List(context.Background(), ListFilter{})
+	rs, err := f.c.Journal.List(context.Background(), journal.ListFilter{})
 	if err != nil || len(rs) == 0 {
 		t.Fatalf("journal: %v (%d rows)", err, len(rs))
 	}
@@ -44,12 +46,12 @@ func (f *fixture) lastRecord(t *testing.T) *Record {
 
 func TestMigrateCompletes(t *testing.T) {
 	f := newFixture(t)
-	var stages []Stage
+	var stages []journal.Stage
 	res, err := f.c.Migrate(context.Background(), Request{VM: "web-01", To: "host-b", Progress: func(p Progress) { stages = append(stages, p.Stage) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.State != StateCompleted || res.Source != "host-a" || res.Dest != "host-b" {
+	if res.State != journal.StateCompleted || res.Source != "host-a" || res.Dest != "host-b" {
 		t.Fatalf("result %+v", res)
 	}
 	if _, err := f.a.LookupDomain("web-01"); !errors.Is(err, virt.ErrNotFound) {
@@ -63,18 +65,18 @@ func TestMigrateCompletes(t *testing.T) {
 		t.Fatalf("destination state %s", info.State)
 	}
 	r := f.lastRecord(t)
-	if r.State != StateCompleted || r.DowntimeMS == nil || *r.DowntimeMS != 20 {
+	if r.State != journal.StateCompleted || r.DowntimeMS == nil || *r.DowntimeMS != 20 {
 		t.Fatalf("journal row %+v", r)
 	}
 	for i, ts := range r.StageTimes {
 		if ts == nil {
-			t.Fatalf("stage %s has no timestamp", Stage(i))
+			t.Fatalf("stage %s has no timestamp", journal.Stage(i))
 		}
 	}
 	if n, _ := f.c.Journal.Reserved(context.Background(), f.b.UUID); n != 0 {
 		t.Fatalf("reservation not released: %d bytes", n)
 	}
-	if len(stages) == 0 || stages[len(stages)-1] != StageActivation {
+	if len(stages) == 0 || stages[len(stages)-1] != journal.StageActivation {
 		t.Fatalf("progress stages %v", stages)
 	}
 }
@@ -128,11 +130,11 @@ func TestMigrateRefusals(t *testing.T) {
 			if !errors.Is(err, ErrRefused) || !errors.Is(err, tc.want) {
 				t.Fatalf("err = %v, want a refusal wrapping %v", err, tc.want)
 			}
-			if res.State != StateRefused {
+			if res.State != journal.StateRefused {
 				t.Fatalf("state %s", res.State)
 			}
 			r := f.lastRecord(t)
-			if r.State != StateRefused || r.Error != err.Error() {
+			if r.State != journal.StateRefused || r.Error != err.Error() {
 				t.Fatalf("journal row state=%s error=%q, want refused with %q", r.State, r.Error, err)
 			}
 			if len(f.vm.Calls) != 0 {
@@ -155,10 +157,10 @@ func TestMigrateFailureRollsBack(t *testing.T) {
 	if info, _ := f.vm.Info(); info.State != virt.StateRunning {
 		t.Fatalf("source state %s after rollback, want running", info.State)
 	}
-	if r := f.lastRecord(t); r.State != StateRolledBack || r.Error == "" {
+	if r := f.lastRecord(t); r.State != journal.StateRolledBack || r.Error == "" {
 		t.Fatalf("journal %s %q", r.State, r.Error)
 	}
-	if res.State != StateRolledBack {
+	if res.State != journal.StateRolledBack {
 		t.Fatalf("result state %s", res.State)
 	}
 	if n, _ := f.c.Journal.Reserved(context.Background(), f.b.UUID); n != 0 {
@@ -174,12 +176,12 @@ func TestRecoverAfterCrash(t *testing.T) {
 		return d.MoveTo(p.DestURI)
 	}
 	ctx := context.Background()
-	rec := &Record{ID: "crashed-1", Kind: "live", VM: "web-01", VMUUID: "6a7c1c1e-2c55-4d6e-9a55-1d2b3c4d5e6f",
-		Source: "host-a", SourceURI: uriA, Dest: "host-b", DestURI: uriB, State: StateRunning, Owner: "999999:1"}
+	rec := &journal.Record{ID: "crashed-1", Kind: "live", VM: "web-01", VMUUID: "6a7c1c1e-2c55-4d6e-9a55-1d2b3c4d5e6f",
+		Source: "host-a", SourceURI: uriA, Dest: "host-b", DestURI: uriB, State: journal.StateRunning, Owner: "999999:1"}
 	if err := f.c.Journal.Create(ctx, rec); err != nil {
 		t.Fatal(err)
 	}
-	_ = f.c.Journal.EnterStage(ctx, rec.ID, StagePreCopy, f.c.now(), nil)
+	_ = f.c.Journal.EnterStage(ctx, rec.ID, journal.StagePreCopy, f.c.now(), nil)
 	if err := f.vm.MoveTo(uriB); err != nil {
 		t.Fatal(err)
 	}
@@ -187,14 +189,14 @@ func TestRecoverAfterCrash(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(out) != 1 || out[0].After != StateCompleted || out[0].RunsOn != "host-b" {
+	if len(out) != 1 || out[0].After != journal.StateCompleted || out[0].RunsOn != "host-b" {
 		t.Fatalf("recover %+v", out)
 	}
 	if _, err := f.a.LookupDomain("web-01"); !errors.Is(err, virt.ErrNotFound) {
 		t.Fatalf("source definition left behind: %v", err)
 	}
 	r, _ := f.c.Journal.Get(ctx, "crashed-1")
-	if r.State != StateCompleted || r.FinishedAt == nil {
+	if r.State != journal.StateCompleted || r.FinishedAt == nil {
 		t.Fatalf("journal after recover: %+v", r)
 	}
 	// Running it again changes nothing.
@@ -234,7 +236,7 @@ func TestDestinationDownAtSwitchoverKeepsSourcePaused(t *testing.T) {
 			if info, _ := f.vm.Info(); info.State != virt.StatePaused {
 				t.Fatalf("source %s, want still paused", info.State)
 			}
-			if res.State != StateFailed {
+			if res.State != journal.StateFailed {
 				t.Fatalf("state %s", res.State)
 			}
 			// Recover with the destination still down: waits, keeps the row.
@@ -245,7 +247,7 @@ func TestDestinationDownAtSwitchoverKeepsSourcePaused(t *testing.T) {
 			if info, _ := f.vm.Info(); info.State != virt.StatePaused {
 				t.Fatalf("recover touched the source: %s", info.State)
 			}
-			if r := f.lastRecord(t); r.State != StateFailed {
+			if r := f.lastRecord(t); r.State != journal.StateFailed {
 				t.Fatalf("row %s after a waiting recover", r.State)
 			}
 			if held, _ := f.c.Journal.Reserved(ctx, f.b.UUID); held == 0 {
@@ -286,7 +288,7 @@ func TestRollbackWithDestinationDownBeforeSwitchover(t *testing.T) {
 	if info, _ := f.vm.Info(); info.State != virt.StateRunning {
 		t.Fatalf("source %s, want running", info.State)
 	}
-	if res.State != StateRolledBack {
+	if res.State != journal.StateRolledBack {
 		t.Fatalf("state %s", res.State)
 	}
 }

@@ -32,26 +32,27 @@ func (o Observed) String() string {
 	return s
 }
 
-// Action is one step towards exactly one running copy.
-type Action string
+// ConvergeStep is one step towards exactly one running copy (not a
+// precopy.Action, which steers a running job).
+type ConvergeStep string
 
-// Actions, applied in the order decide returns them: the losing copy is
+// Steps, applied in the order decide returns them: the losing copy is
 // always stopped before the winner is resumed, so two never run at once.
 const (
-	DestroySource  Action = "destroy-source"
-	UndefineSource Action = "undefine-source"
-	DestroyDest    Action = "destroy-destination"
-	UndefineDest   Action = "undefine-destination"
-	ResumeSource   Action = "resume-source"
-	ResumeDest     Action = "resume-destination"
-	StartSource    Action = "start-source"
-	StartDest      Action = "start-destination"
+	DestroySource  ConvergeStep = "destroy-source"
+	UndefineSource ConvergeStep = "undefine-source"
+	DestroyDest    ConvergeStep = "destroy-destination"
+	UndefineDest   ConvergeStep = "undefine-destination"
+	ResumeSource   ConvergeStep = "resume-source"
+	ResumeDest     ConvergeStep = "resume-destination"
+	StartSource    ConvergeStep = "start-source"
+	StartDest      ConvergeStep = "start-destination"
 )
 
 // Decision says which copy is kept and how to get there.
 type Decision struct {
 	Keep    string // "source", "destination", or "" when no automatic decision is safe
-	Actions []Action
+	Actions []ConvergeStep
 	Note    string
 }
 
@@ -91,16 +92,16 @@ func decide(src, dst Observed, committed bool) Decision {
 		if postcopyReason(src.Reason) || postcopyReason(dst.Reason) {
 			if dst.State == virt.StateRunning && !postcopyReason(src.Reason) {
 				// The destination runs on its own: post-copy finished there.
-				return Decision{Keep: "destination", Actions: []Action{DestroySource, UndefineSource}}
+				return Decision{Keep: "destination", Actions: []ConvergeStep{DestroySource, UndefineSource}}
 			}
 			return Decision{Note: fmt.Sprintf("post-copy interrupted (source %s, destination %s): the guest state is split between hosts, resolve by hand", src, dst)}
 		}
 		// The destination took over when it runs and the source sits paused
 		// by the migration, or once the journal committed.
 		if committed || (dst.State == virt.StateRunning && src.State == virt.StatePaused) {
-			return Decision{Keep: "destination", Actions: []Action{DestroySource, UndefineSource}}
+			return Decision{Keep: "destination", Actions: []ConvergeStep{DestroySource, UndefineSource}}
 		}
-		d := Decision{Keep: "source", Actions: []Action{DestroyDest}}
+		d := Decision{Keep: "source", Actions: []ConvergeStep{DestroyDest}}
 		if dst.Persistent {
 			d.Actions = append(d.Actions, UndefineDest)
 		}
@@ -112,19 +113,19 @@ func decide(src, dst Observed, committed bool) Decision {
 		note := "the VM was running nowhere; booted again from its disks (memory state lost)"
 		switch {
 		case committed && dst.Present:
-			d := Decision{Keep: "destination", Actions: []Action{StartDest}, Note: note}
+			d := Decision{Keep: "destination", Actions: []ConvergeStep{StartDest}, Note: note}
 			if src.Present {
-				d.Actions = append([]Action{UndefineSource}, d.Actions...)
+				d.Actions = append([]ConvergeStep{UndefineSource}, d.Actions...)
 			}
 			return d
 		case src.Present:
-			d := Decision{Keep: "source", Actions: []Action{StartSource}, Note: note}
+			d := Decision{Keep: "source", Actions: []ConvergeStep{StartSource}, Note: note}
 			if dst.Present {
-				d.Actions = append([]Action{UndefineDest}, d.Actions...)
+				d.Actions = append([]ConvergeStep{UndefineDest}, d.Actions...)
 			}
 			return d
 		case dst.Present:
-			return Decision{Keep: "destination", Actions: []Action{StartDest}, Note: note}
+			return Decision{Keep: "destination", Actions: []ConvergeStep{StartDest}, Note: note}
 		}
 		return Decision{Note: "the VM is defined on neither host; define it again from the XML kept in the journal (ferry show ID --xml)"}
 	}
@@ -189,9 +190,9 @@ func preferDecision(prefer string, src, dst Observed, srcKnown, dstKnown bool) (
 		o                        Observed
 		known                    bool
 		name                     string
-		destroy, undefine        Action
-		resume, start            Action
-		otherDestroy, otherUndef Action
+		destroy, undefine        ConvergeStep
+		resume, start            ConvergeStep
+		otherDestroy, otherUndef ConvergeStep
 		other                    Observed
 		otherKnown               bool
 	}

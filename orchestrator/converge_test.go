@@ -24,21 +24,21 @@ func TestDecide(t *testing.T) {
 		src, dst  Observed
 		committed bool
 		keep      string
-		actions   []Action
+		actions   []ConvergeStep
 	}{
 		{"failed pre-copy, nothing on destination", running, absent, false, "source", nil},
-		{"source paused by switchover, destination gone", pausedMig, absent, false, "source", []Action{ResumeSource}},
-		{"half-made incoming copy", running, pausedIncoming, false, "source", []Action{DestroyDest, UndefineDest}},
-		{"paused source and incoming copy", pausedMig, pausedIncoming, false, "source", []Action{DestroyDest, UndefineDest, ResumeSource}},
-		{"normal completion", shutoff, running, true, "destination", []Action{UndefineSource}},
-		{"completed but journal not committed", shutoff, running, false, "destination", []Action{UndefineSource}},
+		{"source paused by switchover, destination gone", pausedMig, absent, false, "source", []ConvergeStep{ResumeSource}},
+		{"half-made incoming copy", running, pausedIncoming, false, "source", []ConvergeStep{DestroyDest, UndefineDest}},
+		{"paused source and incoming copy", pausedMig, pausedIncoming, false, "source", []ConvergeStep{DestroyDest, UndefineDest, ResumeSource}},
+		{"normal completion", shutoff, running, true, "destination", []ConvergeStep{UndefineSource}},
+		{"completed but journal not committed", shutoff, running, false, "destination", []ConvergeStep{UndefineSource}},
 		{"source already undefined", absent, running, true, "destination", nil},
-		{"destination took over, source not yet killed", pausedMig, running, false, "destination", []Action{DestroySource, UndefineSource}},
-		{"both running before commit: source wins", running, running, false, "source", []Action{DestroyDest, UndefineDest}},
-		{"both running after commit: destination wins", running, running, true, "destination", []Action{DestroySource, UndefineSource}},
-		{"destination paused after finish", shutoff, pausedIncoming, true, "destination", []Action{UndefineSource, ResumeDest}},
-		{"running nowhere before commit: boot source", shutoff, absent, false, "source", []Action{StartSource}},
-		{"running nowhere after commit: boot destination", shutoff, Observed{Present: true, State: virt.StateShutoff, Persistent: true}, true, "destination", []Action{UndefineSource, StartDest}},
+		{"destination took over, source not yet killed", pausedMig, running, false, "destination", []ConvergeStep{DestroySource, UndefineSource}},
+		{"both running before commit: source wins", running, running, false, "source", []ConvergeStep{DestroyDest, UndefineDest}},
+		{"both running after commit: destination wins", running, running, true, "destination", []ConvergeStep{DestroySource, UndefineSource}},
+		{"destination paused after finish", shutoff, pausedIncoming, true, "destination", []ConvergeStep{UndefineSource, ResumeDest}},
+		{"running nowhere before commit: boot source", shutoff, absent, false, "source", []ConvergeStep{StartSource}},
+		{"running nowhere after commit: boot destination", shutoff, Observed{Present: true, State: virt.StateShutoff, Persistent: true}, true, "destination", []ConvergeStep{UndefineSource, StartDest}},
 		{"post-copy running on destination", postcopySrc, postcopyDst, true, "", nil},
 		{"post-copy failed on destination", absent, postcopyFailed, true, "", nil},
 		{"defined nowhere", absent, absent, false, "", nil},
@@ -79,14 +79,14 @@ func TestPreferDecision(t *testing.T) {
 		src, dst           Observed
 		srcKnown, dstKnown bool
 		keep               string
-		actions            []Action
+		actions            []ConvergeStep
 		wantErr            bool
 	}{
-		{"source, destination down", "source", pausedMig, absent, true, false, "source", []Action{ResumeSource}, false},
-		{"source, destination runs a copy", "source", pausedMig, running, true, true, "source", []Action{DestroyDest, UndefineDest, ResumeSource}, false},
+		{"source, destination down", "source", pausedMig, absent, true, false, "source", []ConvergeStep{ResumeSource}, false},
+		{"source, destination runs a copy", "source", pausedMig, running, true, true, "source", []ConvergeStep{DestroyDest, UndefineDest, ResumeSource}, false},
 		{"destination, source down", "destination", absent, running, false, true, "destination", nil, false},
-		{"destination, source paused", "destination", pausedMig, pausedMig, true, true, "destination", []Action{DestroySource, UndefineSource, ResumeDest}, false},
-		{"destination shut off boots", "destination", shutoff, shutoff, true, true, "destination", []Action{UndefineSource, StartDest}, false},
+		{"destination, source paused", "destination", pausedMig, pausedMig, true, true, "destination", []ConvergeStep{DestroySource, UndefineSource, ResumeDest}, false},
+		{"destination shut off boots", "destination", shutoff, shutoff, true, true, "destination", []ConvergeStep{UndefineSource, StartDest}, false},
 		{"preferred host down", "source", absent, running, false, true, "", nil, true},
 		{"nothing to keep", "destination", running, absent, true, true, "", nil, true},
 		{"bad value", "both", running, running, true, true, "", nil, true},

@@ -5,12 +5,14 @@ import (
 	"sort"
 	"sync"
 
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/virt"
 )
 
 // HostStatus is a host's reachability and capacity.
 type HostStatus struct {
-	HostEntry
+	inventory.Host
 	Reachable       bool   `json:"reachable"`
 	Error           string `json:"error,omitempty"`
 	CPUs            int    `json:"cpus,omitempty"`
@@ -22,7 +24,7 @@ type HostStatus struct {
 	LibvirtVersion  string `json:"libvirt_version,omitempty"`
 	QEMUVersion     string `json:"qemu_version,omitempty"`
 	// Maintenance is set while the host is drained / in maintenance.
-	Maintenance *MaintenanceMark `json:"maintenance,omitempty"`
+	Maintenance *journal.MaintenanceMark `json:"maintenance,omitempty"`
 }
 
 // VMStatus is one domain on one host.
@@ -32,7 +34,7 @@ type VMStatus struct {
 }
 
 // forHosts runs fn on a connection to each host concurrently, in inventory order.
-func (c *Controller) forHosts(ctx context.Context, hosts []HostEntry, fn func(HostEntry, virt.Host, error)) {
+func (c *Controller) forHosts(ctx context.Context, hosts []inventory.Host, fn func(inventory.Host, virt.Host, error)) {
 	var wg sync.WaitGroup
 	for _, h := range hosts {
 		wg.Add(1)
@@ -60,8 +62,8 @@ func (c *Controller) Hosts(ctx context.Context, names []string) ([]HostStatus, e
 		idx[h.Name] = i
 	}
 	var mu sync.Mutex
-	c.forHosts(ctx, hosts, func(h HostEntry, conn virt.Host, err error) {
-		st := HostStatus{HostEntry: h}
+	c.forHosts(ctx, hosts, func(h inventory.Host, conn virt.Host, err error) {
+		st := HostStatus{Host: h}
 		if err == nil {
 			var capa virt.Capacity
 			if capa, err = conn.Capacity(); err == nil {
@@ -89,11 +91,7 @@ func (c *Controller) Hosts(ctx context.Context, names []string) ([]HostStatus, e
 		mu.Unlock()
 	})
 	if c.Journal != nil {
-		m, err := c.Maintenance(ctx)
-		if err != nil {
-			return nil, err
-		}
-		marks, err := m.List(ctx)
+		marks, err := c.Journal.Maintenance(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -117,7 +115,7 @@ func (c *Controller) VMs(ctx context.Context, names []string) ([]VMStatus, []Hos
 		vms    []VMStatus
 		failed []HostStatus
 	)
-	c.forHosts(ctx, hosts, func(h HostEntry, conn virt.Host, err error) {
+	c.forHosts(ctx, hosts, func(h inventory.Host, conn virt.Host, err error) {
 		var doms []virt.DomainInfo
 		if err == nil {
 			doms, err = conn.ListDomains()
@@ -125,7 +123,7 @@ func (c *Controller) VMs(ctx context.Context, names []string) ([]VMStatus, []Hos
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil {
-			failed = append(failed, HostStatus{HostEntry: h, Error: err.Error()})
+			failed = append(failed, HostStatus{Host: h, Error: err.Error()})
 			return
 		}
 		for _, d := range doms {
@@ -141,14 +139,14 @@ func (c *Controller) VMs(ctx context.Context, names []string) ([]VMStatus, []Hos
 	return vms, failed, nil
 }
 
-func (c *Controller) selectHosts(names []string) ([]HostEntry, error) {
+func (c *Controller) selectHosts(names []string) ([]inventory.Host, error) {
 	if len(names) == 0 {
 		if len(c.Inventory.Hosts) == 0 {
 			return nil, refuse(ErrInvalidRequest, nil, "the inventory lists no hosts: give --config with an inventory file or --host with a libvirt URI")
 		}
 		return c.Inventory.Hosts, nil
 	}
-	var out []HostEntry
+	var out []inventory.Host
 	for _, n := range names {
 		h, err := c.Inventory.Resolve(n)
 		if err != nil {

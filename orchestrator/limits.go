@@ -26,13 +26,9 @@ type DurationRange struct {
 	Zero     string
 }
 
-// The ranges. Maxima are far above any sane setting and far below what
+// The ranges of moves (package drain has its own). Maxima are far above any sane setting and far below what
 // would overflow a conversion or an allocation.
 var (
-	RangeParallel     = Range{Min: 1, Max: MaxDrainParallel, Zero: fmt.Sprintf("the default, %d", DefaultDrainParallel)}
-	RangeMaxPerTarget = Range{Min: 1, Max: MaxDrainParallel, Zero: fmt.Sprintf("the default, %d", DefaultDrainMaxPerTarget)}
-	RangeRetries      = Range{Min: 0, Max: 100}
-	RangeBackoff      = DurationRange{Min: time.Millisecond, Max: time.Hour, Zero: "the default, " + DefaultDrainBackoff.String()}
 	// 1 TiB/s: 2^40 bytes/s still fits every int64 byte rate.
 	RangeBandwidthMiBps = Range{Min: 1, Max: MaxBandwidthMiBps, Zero: "no cap"}
 	// QEMU refuses a downtime limit above 2000 s.
@@ -46,9 +42,6 @@ var (
 	// RangeListLimit bounds how many journal rows one listing returns.
 	RangeListLimit = Range{Min: 1, Max: 100000, Zero: "all"}
 )
-
-// MaxDrainParallel bounds a drain's moves in flight (overall and per target).
-const MaxDrainParallel = 64
 
 // MaxBandwidthMiBps is the highest bandwidth cap, 1 TiB/s.
 const MaxBandwidthMiBps = 1 << 20
@@ -113,52 +106,33 @@ func BandwidthBytesPerSec(mibps uint64) int64 {
 	return int64(mibps) << 20
 }
 
-// checkRanges checks a live request's numbers; flag names as the CLI has
-// them, the API checks its own field names first.
-func (r Request) checkRanges() error {
-	for _, c := range []struct {
+// CheckRanges checks a request's numbers, its kind's ones and the common
+// ones; flag names as the CLI has them (the API checks its own field names
+// first).
+func (r Request) CheckRanges() error {
+	durations := []struct {
 		field string
 		rng   DurationRange
 		v     time.Duration
 	}{
-		{"--max-downtime", RangeMaxDowntime, r.MaxDowntime},
-		{"--max-downtime-ceiling", RangeDowntimeCeiling, r.DowntimeCeiling},
-		{"--completion-timeout", RangeCompletionTimeout, r.CompletionTimeout},
-		{"--timeout", RangeTimeout, r.Timeout},
-		{"--postcopy-resume-window", RangePostcopyResumeWindow, r.PostcopyResumeWindow},
-	} {
+		{"--max-downtime", RangeMaxDowntime, r.Live.MaxDowntime},
+		{"--max-downtime-ceiling", RangeDowntimeCeiling, r.Live.DowntimeCeiling},
+		{"--completion-timeout", RangeCompletionTimeout, r.Live.CompletionTimeout},
+		{"--timeout", RangeTimeout, r.Live.Timeout},
+		{"--postcopy-resume-window", RangePostcopyResumeWindow, r.Live.PostcopyResumeWindow},
+	}
+	if r.Kind == KindCold {
+		durations = durations[:0]
+		durations = append(durations, struct {
+			field string
+			rng   DurationRange
+			v     time.Duration
+		}{"--shutdown-timeout", RangeShutdownTimeout, r.Cold.ShutdownTimeout})
+	}
+	for _, c := range durations {
 		if err := c.rng.Check(c.field, c.v); err != nil {
 			return err
 		}
 	}
 	return RangeBandwidthMiBps.CheckUint("--bandwidth", r.BandwidthMiBps)
-}
-
-// checkRanges checks a cold request's numbers.
-func (r ColdRequest) checkRanges() error {
-	if err := RangeShutdownTimeout.Check("--shutdown-timeout", r.ShutdownTimeout); err != nil {
-		return err
-	}
-	return RangeBandwidthMiBps.CheckUint("--bandwidth", r.BandwidthMiBps)
-}
-
-// checkRanges checks a drain request's numbers (after drainDefaults).
-func (r DrainRequest) checkRanges() error {
-	for _, c := range []struct {
-		field string
-		rng   Range
-		v     int
-	}{
-		{"--parallel", RangeParallel, r.Parallel},
-		{"--max-per-target", RangeMaxPerTarget, r.MaxPerTarget},
-		{"--retries", RangeRetries, r.Retries},
-	} {
-		if err := c.rng.Check(c.field, int64(c.v)); err != nil {
-			return err
-		}
-	}
-	if err := RangeBackoff.Check("--backoff", r.Backoff); err != nil {
-		return err
-	}
-	return r.Live.checkRanges()
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/virt"
 )
 
@@ -17,14 +19,12 @@ func TestRanges(t *testing.T) {
 		v    int64
 		want bool
 	}{
-		{RangeParallel, 0, true}, // the default
-		{RangeParallel, 1, true},
-		{RangeParallel, 64, true},
-		{RangeParallel, 65, false},
-		{RangeParallel, -1, false},
-		{RangeParallel, math.MaxInt64, false},
-		{RangeRetries, 0, true},
-		{RangeRetries, 101, false},
+		{RangeListLimit, 0, true}, // all
+		{RangeListLimit, 1, true},
+		{RangeListLimit, 100000, true},
+		{RangeListLimit, 100001, false},
+		{RangeListLimit, -1, false},
+		{RangeListLimit, math.MaxInt64, false},
 		{RangeBandwidthMiBps, 0, true}, // no cap
 		{RangeBandwidthMiBps, 1 << 20, true},
 		{RangeBandwidthMiBps, 1<<20 + 1, false},
@@ -66,7 +66,7 @@ func TestBandwidthBytesPerSecSaturates(t *testing.T) {
 			t.Errorf("BandwidthBytesPerSec(%d) = %d, want %d", tt.mibps, got, tt.want)
 		}
 	}
-	if p := (Request{BandwidthMiBps: 1 << 44}).policy(); p.BandwidthBytesPerSec <= 0 {
+	if p := (Request{BandwidthMiBps: 1 << 44}).precopyPolicy(); p.BandwidthBytesPerSec <= 0 {
 		t.Errorf("policy of a 2^44 MiB/s cap: %d bytes/s", p.BandwidthBytesPerSec)
 	}
 }
@@ -80,10 +80,10 @@ func TestMigrateRefusesOutOfRange(t *testing.T) {
 		flag string
 	}{
 		{Request{VM: "web-01", To: "host-b", BandwidthMiBps: 1 << 44}, "--bandwidth"},
-		{Request{VM: "web-01", To: "host-b", MaxDowntime: time.Hour}, "--max-downtime"},
-		{Request{VM: "web-01", To: "host-b", DowntimeCeiling: time.Hour}, "--max-downtime-ceiling"},
-		{Request{VM: "web-01", To: "host-b", Timeout: math.MaxInt64}, "--timeout"},
-		{Request{VM: "web-01", To: "host-b", CompletionTimeout: time.Nanosecond}, "--completion-timeout"},
+		{Request{VM: "web-01", To: "host-b", Live: LiveOptions{MaxDowntime: time.Hour}}, "--max-downtime"},
+		{Request{VM: "web-01", To: "host-b", Live: LiveOptions{DowntimeCeiling: time.Hour}}, "--max-downtime-ceiling"},
+		{Request{VM: "web-01", To: "host-b", Live: LiveOptions{Timeout: math.MaxInt64}}, "--timeout"},
+		{Request{VM: "web-01", To: "host-b", Live: LiveOptions{CompletionTimeout: time.Nanosecond}}, "--completion-timeout"},
 	} {
 		res, err := f.c.Migrate(context.Background(), tt.req)
 		var re *RangeError
@@ -91,11 +91,11 @@ func TestMigrateRefusesOutOfRange(t *testing.T) {
 			t.Errorf("%+v: err = %v, want a range error on %s", tt.req, err, tt.flag)
 			continue
 		}
-		if r, err := f.c.Journal.Get(context.Background(), res.ID); err != nil || r.State != StateRefused || !strings.Contains(r.Error, tt.flag) {
+		if r, err := f.c.Journal.Get(context.Background(), res.ID); err != nil || r.State != journal.StateRefused || !strings.Contains(r.Error, tt.flag) {
 			t.Errorf("journal row %+v, %v", r, err)
 		}
 	}
-	_, err := f.c.MigrateCold(context.Background(), ColdRequest{VM: "web-01", To: "host-b", BandwidthMiBps: 1 << 44})
+	_, err := f.c.Migrate(context.Background(), Request{Kind: KindCold, VM: "web-01", To: "host-b", BandwidthMiBps: 1 << 44})
 	if !errors.Is(err, ErrInvalidRequest) || !strings.Contains(err.Error(), "--bandwidth") {
 		t.Errorf("cold: err = %v", err)
 	}
@@ -104,5 +104,37 @@ func TestMigrateRefusesOutOfRange(t *testing.T) {
 	}
 	if _, err := f.b.LookupDomain("web-01"); !errors.Is(err, virt.ErrNotFound) {
 		t.Fatal("a refused move reached the destination")
+	}
+}
+
+// The controller's limits (from the inventory) apply to plain migrations:
+// refused while a slot is taken, or waited for with WaitForSlot.
+func TestMigrateHonoursLimits(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	f.c.Limits = inventory.Limits{MaxIncoming: 1}
+	other := journal.SlotHost{Key: "elsewhere", Name: "host-x"}
+	if err := f.c.Journal.AcquireSlot(ctx, "other-move", other, journal.SlotHost{Key: f.b.UUID, Name: "host-b"}, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, err := f.c.Migrate(ctx, Request{VM: "web-01", To: "host-b"})
+	if !errors.Is(err, ErrLimit) || !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "host-b already has 1 incoming") {
+		t.Fatalf("err = %v, want a limit refusal", err)
+	}
+	if r := f.lastRecord(t); r.State != journal.StateRefused {
+		t.Fatalf("row %s", r.State)
+	}
+	// The other move ends once this one says it waits for the slot.
+	var waited bool
+	res, err := f.c.Migrate(ctx, Request{VM: "web-01", To: "host-b", WaitForSlot: true, Progress: func(p Progress) {
+		if strings.Contains(p.Message, "waiting for a move slot") && !waited {
+			waited = true
+			if err := f.c.Journal.Release(ctx, "other-move"); err != nil {
+				t.Errorf("release: %v", err)
+			}
+		}
+	}})
+	if err != nil || res.State != journal.StateCompleted || !waited {
+		t.Fatalf("with WaitForSlot: %v, %+v, waited %v", err, res, waited)
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/placement"
 	"github.com/ferryvm/ferry/virt"
 	"github.com/ferryvm/ferry/virt/virttest"
 )
@@ -35,7 +37,7 @@ func TestControllerPlace(t *testing.T) {
 	e.SetDown(true)
 	stale := cl.AddHost("qemu+tcp://127.0.10.6/system", capa(64))
 	stale.AddDomain("web-01", "6a7c1c1e-2c55-4d6e-9a55-1d2b3c4d5e6f", 1<<30, virt.StateShutoff)
-	inv := &Inventory{Hosts: []HostEntry{
+	inv := &inventory.Inventory{Hosts: []inventory.Host{
 		{Name: "host-a", URI: uriA},
 		{Name: "host-b", URI: uriB, Labels: map[string]string{"rack": "r2"}},
 		{Name: "host-c", URI: uriC, Labels: map[string]string{"rack": "r1"}},
@@ -45,17 +47,17 @@ func TestControllerPlace(t *testing.T) {
 	}}
 	ctl := &Controller{Inventory: inv, Journal: openTestJournal(t, filepath.Join(t.TempDir(), "ferry.db")), Dial: cl.Dial}
 
-	verdict := func(p *Placement, h string) Verdict {
+	verdict := func(p *placement.Placement, h string) placement.Verdict {
 		for _, v := range p.Verdicts {
 			if v.Host == h {
 				return v
 			}
 		}
 		t.Fatalf("no verdict for %s in %+v", h, p.Verdicts)
-		return Verdict{}
+		return placement.Verdict{}
 	}
 
-	p, err := ctl.Place(ctx, "web-01", PlaceOptions{})
+	p, err := ctl.PlaceVM(ctx, "web-01", placement.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +70,7 @@ func TestControllerPlace(t *testing.T) {
 		}
 	}
 
-	if v := verdict(p, "host-b"); !v.Fits || v.AvailableBytes != 4<<30-DefaultReservedMemoryMiB<<20 {
+	if v := verdict(p, "host-b"); !v.Fits || v.AvailableBytes != 4<<30-inventory.DefaultReservedMemoryMiB<<20 {
 		t.Errorf("host-b: %+v", v)
 	}
 
@@ -76,42 +78,38 @@ func TestControllerPlace(t *testing.T) {
 	if err := ctl.Journal.Reserve(ctx, "m1", c.UUID, "host-c", 3<<30, 100<<30); err != nil {
 		t.Fatal(err)
 	}
-	if p, _ = ctl.Place(ctx, "web-01", PlaceOptions{}); p.Host != "host-b" {
+	if p, _ = ctl.PlaceVM(ctx, "web-01", placement.Options{}); p.Host != "host-b" {
 		t.Fatalf("with reservation: %s (%s)", p.Host, p.Reason)
 	}
 	// Labels.
-	if p, _ = ctl.Place(ctx, "web-01", PlaceOptions{Prefer: []Label{{"rack", "r1"}}}); p.Host != "host-c" {
+	if p, _ = ctl.PlaceVM(ctx, "web-01", placement.Options{Prefer: []placement.Label{{Key: "rack", Value: "r1"}}}); p.Host != "host-c" {
 		t.Fatalf("prefer rack=r1: %s (%s)", p.Host, p.Reason)
 	}
-	if p, _ = ctl.Place(ctx, "web-01", PlaceOptions{Avoid: []Label{{"rack", "r2"}}}); p.Host != "host-c" {
+	if p, _ = ctl.PlaceVM(ctx, "web-01", placement.Options{Avoid: []placement.Label{{Key: "rack", Value: "r2"}}}); p.Host != "host-c" {
 		t.Fatalf("avoid rack=r2: %s (%s)", p.Host, p.Reason)
 	}
 
 	// Maintenance marks in the state DB are honoured.
-	maint, err := OpenMaintenance(ctx, ctl.Journal.db)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, h := range []string{"host-b", "host-c"} {
-		if err := maint.Set(ctx, h, "drain"); err != nil {
+		if err := ctl.Journal.SetMaintenance(ctx, h, "drain"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	p, err = ctl.Place(ctx, "web-01", PlaceOptions{})
+	p, err = ctl.PlaceVM(ctx, "web-01", placement.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.Host != "" || !strings.Contains(verdict(p, "host-b").Reason, "in maintenance: drain") {
 		t.Fatalf("maintenance: %+v", p)
 	}
-	if err := p.Err(); !errors.Is(err, ErrNoPlacement) || !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "host-d: CPU incompatible") {
+	if err := PlacementRefusal(p); !errors.Is(err, ErrNoPlacement) || !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "host-d: CPU incompatible") {
 		t.Fatalf("Err() = %v", err)
 	}
 
-	if _, err := ctl.Place(ctx, "nope", PlaceOptions{}); !errors.Is(err, ErrUnknownVM) {
+	if _, err := ctl.PlaceVM(ctx, "nope", placement.Options{}); !errors.Is(err, ErrUnknownVM) {
 		t.Fatalf("unknown VM: %v", err)
 	}
-	if _, err := ctl.Place(ctx, "bad name!", PlaceOptions{}); !errors.Is(err, ErrInvalidRequest) {
+	if _, err := ctl.PlaceVM(ctx, "bad name!", placement.Options{}); !errors.Is(err, ErrInvalidRequest) {
 		t.Fatalf("bad name: %v", err)
 	}
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/virt"
 )
 
@@ -103,7 +105,7 @@ func pickPostcopyPort(used map[int]bool) (int, bool) {
 // postcopyDataURI is the data URI with an explicit port: the destination
 // QEMU keeps listening there after a break, and ferry must know where to
 // reconnect (neither libvirt nor the source QEMU tells).
-func postcopyDataURI(dst HostEntry, port int) string {
+func postcopyDataURI(dst inventory.Host, port int) string {
 	host := dst.MigrationAddress
 	if host == "" {
 		host = virt.URIHost(dst.URI)
@@ -134,13 +136,13 @@ func uriPort(uri string) int {
 
 // setupPostcopy picks the incoming port of a move that may switch to
 // post-copy and records it in the journal's options (recover needs it).
-func (m *migration) setupPostcopy(ctx context.Context, w *watch) {
+func (m *move) setupPostcopy(ctx context.Context, w *watch) {
 	if !w.job.Postcopy {
 		return
 	}
 	used := map[int]bool{}
-	for _, st := range []string{StateRunning, StateFailed} {
-		rows, err := m.c.Journal.List(ctx, ListFilter{State: st})
+	for _, st := range []string{journal.StateRunning, journal.StateFailed} {
+		rows, err := m.c.Journal.List(ctx, journal.ListFilter{State: st})
 		if err != nil {
 			m.log.WithError(err).Warn("journal: cannot list moves for the post-copy port")
 			continue
@@ -289,9 +291,9 @@ func (c *Controller) resumeLoop(ctx context.Context, log *logrus.Entry, src, dst
 // started. It returns nil when the resumed copy completed (commit follows),
 // ErrPostcopyPaused when the job is left for recover, errNotResumable when
 // convergence must decide.
-func (m *migration) resumePostcopy(bg context.Context, w *watch, cause error) error {
+func (m *move) resumePostcopy(bg context.Context, w *watch, cause error) error {
 	m.log.WithError(cause).Warn("post-copy interrupted; resuming it")
-	m.progress(Progress{Stage: StageStopAndCopy, Elapsed: m.c.now().Sub(w.start), Postcopy: true,
+	m.progress(Progress{Stage: journal.StageStopAndCopy, Elapsed: m.c.now().Sub(w.start), Live: &LiveProgress{Postcopy: true},
 		Message: "post-copy interrupted (" + cause.Error() + "); resuming"})
 	w.resumes = &resumeLog{}
 	record := func() {
@@ -299,10 +301,10 @@ func (m *migration) resumePostcopy(bg context.Context, w *watch, cause error) er
 			m.log.WithError(err).Error("journal")
 		}
 		if n := len(w.resumes.lines); n > 0 {
-			m.progress(Progress{Stage: StageStopAndCopy, Elapsed: m.c.now().Sub(w.start), Postcopy: true, Message: w.resumes.lines[n-1]})
+			m.progress(Progress{Stage: journal.StageStopAndCopy, Elapsed: m.c.now().Sub(w.start), Live: &LiveProgress{Postcopy: true}, Message: w.resumes.lines[n-1]})
 		}
 	}
-	pol := ResumePolicy{Window: m.req.PostcopyResumeWindow}
+	pol := ResumePolicy{Window: m.req.Live.PostcopyResumeWindow}
 	err := m.c.resumeLoop(bg, m.log, m.srcConn, m.dstConn, m.info.UUID, w.dataURI, pol, w.resumes, record)
 	if err != nil {
 		return fmt.Errorf("%w (after %v)", err, cause)
@@ -329,7 +331,7 @@ func (w *watch) pausedFor() time.Duration {
 // recoverPostcopy resumes a post-copy left paused by an earlier run (ferry
 // recover); it returns a note for the journal, and nil error both when it
 // resumed the copy to completion and when nothing was paused.
-func (c *Controller) recoverPostcopy(ctx context.Context, log *logrus.Entry, src, dst virt.Host, r *Record) (string, error) {
+func (c *Controller) recoverPostcopy(ctx context.Context, log *logrus.Entry, src, dst virt.Host, r *journal.Record) (string, error) {
 	d, err := src.LookupDomain(r.VMUUID)
 	if err != nil {
 		return "", nil // convergence looks at it
@@ -351,7 +353,7 @@ func (c *Controller) recoverPostcopy(ctx context.Context, log *logrus.Entry, src
 	}
 	err = c.resumeLoop(ctx, log, src, dst, r.VMUUID, optionsDataURI(r.Options), ResumePolicy{}, rl, record)
 	if err != nil {
-		_ = c.Journal.Update(ctx, r.ID, map[string]any{"state": StateFailed, "error": err.Error()})
+		_ = c.Journal.Update(ctx, r.ID, map[string]any{"state": journal.StateFailed, "error": err.Error()})
 		if errors.Is(err, ErrPostcopyPaused) {
 			return "", fmt.Errorf("%w: %w", ErrNeedsRecovery, err)
 		}

@@ -3,6 +3,8 @@ package orchestrator
 import (
 	"testing"
 	"time"
+
+	"github.com/ferryvm/ferry/inventory"
 )
 
 func TestNextResume(t *testing.T) {
@@ -70,13 +72,13 @@ func TestPickPostcopyPort(t *testing.T) {
 
 func TestPostcopyDataURI(t *testing.T) {
 	cases := []struct {
-		h    HostEntry
+		h    inventory.Host
 		want string
 	}{
-		{HostEntry{URI: "qemu+tcp://10.0.0.2/system", MigrationAddress: "192.168.1.2"}, "tcp://192.168.1.2:49215"},
-		{HostEntry{URI: "qemu+tcp://host-b/system"}, "tcp://host-b:49215"},
-		{HostEntry{URI: "qemu+tcp://[fd00::2]/system"}, "tcp://[fd00::2]:49215"},
-		{HostEntry{URI: "qemu:///system"}, ""},
+		{inventory.Host{URI: "qemu+tcp://10.0.0.2/system", MigrationAddress: "192.168.1.2"}, "tcp://192.168.1.2:49215"},
+		{inventory.Host{URI: "qemu+tcp://host-b/system"}, "tcp://host-b:49215"},
+		{inventory.Host{URI: "qemu+tcp://[fd00::2]/system"}, "tcp://[fd00::2]:49215"},
+		{inventory.Host{URI: "qemu:///system"}, ""},
 	}
 	for _, c := range cases {
 		if got := postcopyDataURI(c.h, 49215); got != c.want {

@@ -9,6 +9,9 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferryvm/ferry/hooks"
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/virt"
 )
 
@@ -53,20 +56,17 @@ func (c *Controller) Recover(ctx context.Context, opt RecoverOptions) ([]Recover
 	default:
 		return nil, refuse(ErrInvalidRequest, nil, "--prefer %q: give source or destination", opt.Prefer)
 	}
-	var rows []*Record
+	var rows []*journal.Record
 	if opt.ID != "" {
 		r, err := c.Journal.Get(ctx, opt.ID)
 		if err != nil {
 			return nil, err
 		}
-		rows = []*Record{r}
+		rows = []*journal.Record{r}
 	} else {
-		for _, st := range []string{StateRunning, StateFailed} {
-			rs, err := c.Journal.List(ctx, ListFilter{State: st})
-			if err != nil {
-				return nil, err
-			}
-			rows = append(rows, rs...)
+		var err error
+		if rows, err = c.Journal.Unfinished(ctx); err != nil {
+			return nil, err
 		}
 	}
 	var out []RecoverResult
@@ -74,10 +74,10 @@ func (c *Controller) Recover(ctx context.Context, opt RecoverOptions) ([]Recover
 	for _, r := range rows {
 		res := RecoverResult{ID: r.ID, VM: r.VM, Before: r.State, After: r.State}
 		switch {
-		case r.State != StateRunning && r.State != StateFailed:
+		case r.State != journal.StateRunning && r.State != journal.StateFailed:
 			res.Skipped = "already finished (" + r.State + ")"
-		case !opt.Force && r.State == StateRunning && c.Journal.OwnerAlive(ctx, r.Owner):
-			res.Skipped = "its owner (" + describeOwner(r.Owner) + ") is still running; use --force to take it over"
+		case !opt.Force && r.State == journal.StateRunning && c.Journal.OwnerAlive(ctx, r.Owner):
+			res.Skipped = "its owner (" + journal.DescribeOwner(r.Owner) + ") is still running; use --force to take it over"
 		default:
 			if err := c.recoverOne(ctx, r, opt.Prefer, &res); err != nil {
 				res.Error = err.Error()
@@ -89,27 +89,35 @@ func (c *Controller) Recover(ctx context.Context, opt RecoverOptions) ([]Recover
 	return out, errors.Join(errs...)
 }
 
-func (c *Controller) recoverOne(ctx context.Context, r *Record, prefer string, res *RecoverResult) error {
-	if r.Kind == "cold" {
+func (c *Controller) recoverOne(ctx context.Context, r *journal.Record, prefer string, res *RecoverResult) error {
+	if r.Kind == KindCold {
 		return c.recoverCold(ctx, r, res)
 	}
-	log := c.log().WithFields(logrus.Fields{"migration": r.ID, "vm": r.VM, "src": r.Source, "dst": r.Dest})
-	if r.VMUUID == "" || r.Stage < StageReservation || r.DestURI == "" {
+	if r.VMUUID == "" || r.Stage < journal.StageReservation || r.DestURI == "" {
 		// Nothing was started on any host before the reservation stage.
-		_ = c.Journal.Release(ctx, r.ID)
-		res.After = StateRefused
-		return c.Journal.Finish(ctx, r.ID, StateRefused, "interrupted during pre-flight checks; nothing was changed", map[string]any{"notes": "recovered"})
+		if err := c.Journal.Release(ctx, r.ID); err != nil {
+			return err
+		}
+		res.After = journal.StateRefused
+		return c.Journal.Finish(ctx, r.ID, journal.StateRefused, "interrupted during pre-flight checks; nothing was changed", map[string]any{"notes": "recovered"})
 	}
+	return c.recoverLive(ctx, r, prefer, res)
+}
+
+// recoverLive settles any job left behind and converges a live move to one
+// running copy.
+func (c *Controller) recoverLive(ctx context.Context, r *journal.Record, prefer string, res *RecoverResult) error {
+	log := c.log().WithFields(logrus.Fields{"migration": r.ID, "vm": r.VM, "src": r.Source, "dst": r.Dest})
 	// A host that does not answer leaves the decision open: the row and its
 	// reservation stay, and only the operator's --prefer decides without it.
 	var down []string
-	src, err := c.dial(ctx, HostEntry{Name: r.Source, URI: r.SourceURI})
+	src, err := c.dial(ctx, inventory.Host{Name: r.Source, URI: r.SourceURI})
 	if err != nil {
 		src, down = nil, append(down, fmt.Sprintf("source %s (%s)", r.Source, r.SourceURI))
 	} else {
 		defer src.Close()
 	}
-	dst, err := c.dial(ctx, HostEntry{Name: r.Dest, URI: r.DestURI})
+	dst, err := c.dial(ctx, inventory.Host{Name: r.Dest, URI: r.DestURI})
 	if err != nil {
 		dst, down = nil, append(down, fmt.Sprintf("destination %s (%s)", r.Dest, r.DestURI))
 	} else {
@@ -128,38 +136,58 @@ func (c *Controller) recoverOne(ctx context.Context, r *Record, prefer string, r
 		}
 		c.recordCompletedJob(ctx, src, r)
 	}
-	keep, note, err := c.converge(ctx, log, convergeIn{src: src, dst: dst, uuid: r.VMUUID, committed: r.Stage >= StageCommitment,
-		switched: r.Stage >= StageStopAndCopy, prefer: prefer, record: c.journalDecision(ctx, r.ID)})
+	keep, note, err := c.converge(ctx, log, convergeIn{src: src, dst: dst, uuid: r.VMUUID, committed: r.Stage >= journal.StageCommitment,
+		switched: r.Stage >= journal.StageStopAndCopy, prefer: prefer, record: c.journalDecision(ctx, r.ID)})
 	if err != nil && errors.Is(err, ErrUnreachable) && len(down) > 0 {
-		res.WaitingFor = strings.Join(down, " and ") + " to answer"
-		hint := fmt.Sprintf("run `ferry recover %s` again when it is back, or decide without it with `ferry recover %s --prefer source|destination` (see --help for the risk)", short(r.ID), short(r.ID))
-		res.Note = hint
-		_ = c.Journal.Update(ctx, r.ID, map[string]any{"notes": "recover: waiting for " + res.WaitingFor})
-		return fmt.Errorf("%w: cannot decide where %s runs without the %s; %s", ErrNeedsRecovery, r.VM, strings.Join(down, " and "), hint)
+		return c.waitFor(ctx, r, down, res)
 	}
 	if err != nil {
 		return err
 	}
 	if pcNote != "" {
-		note = strings.TrimPrefix(pcNote+"; "+note, "; ")
-		note = strings.TrimSuffix(note, "; ")
+		note = strings.TrimSuffix(strings.TrimPrefix(pcNote+"; "+note, "; "), "; ")
 	}
 	res.Note = note
+	return c.settleRecovered(ctx, log, r, keep, note, res)
+}
+
+// waitFor keeps a row whose decision needs a host that does not answer.
+func (c *Controller) waitFor(ctx context.Context, r *journal.Record, down []string, res *RecoverResult) error {
+	res.WaitingFor = strings.Join(down, " and ") + " to answer"
+	hint := fmt.Sprintf("run `ferry recover %s` again when it is back, or decide without it with `ferry recover %s --prefer source|destination` (see --help for the risk)", short(r.ID), short(r.ID))
+	res.Note = hint
+	if err := c.Journal.Update(ctx, r.ID, map[string]any{"notes": "recover: waiting for " + res.WaitingFor}); err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: cannot decide where %s runs without the %s; %s", ErrNeedsRecovery, r.VM, strings.Join(down, " and "), hint)
+}
+
+// settleRecovered journals where convergence left the VM and tells the
+// hooks, which the interrupted run could not.
+func (c *Controller) settleRecovered(ctx context.Context, log *logrus.Entry, r *journal.Record, keep, note string, res *RecoverResult) error {
 	switch keep {
 	case "destination":
-		res.After, res.RunsOn = StateCompleted, r.Dest
-		if r.Stage < StageCommitment {
-			_ = c.Journal.EnterStage(ctx, r.ID, StageCommitment, c.now(), nil)
+		res.After, res.RunsOn = journal.StateCompleted, r.Dest
+		if r.Stage < journal.StageCommitment {
+			if err := c.Journal.EnterStage(ctx, r.ID, journal.StageCommitment, c.now(), nil); err != nil {
+				return err
+			}
 		}
-		_ = c.Journal.EnterStage(ctx, r.ID, StageActivation, c.now(), nil)
+		if err := c.Journal.EnterStage(ctx, r.ID, journal.StageActivation, c.now(), nil); err != nil {
+			return err
+		}
 	case "source":
-		res.After, res.RunsOn = StateRolledBack, r.Source
+		res.After, res.RunsOn = journal.StateRolledBack, r.Source
 	default:
-		res.After = StateFailed
-		_ = c.Journal.Update(ctx, r.ID, map[string]any{"state": StateFailed, "notes": "recover: " + note})
+		res.After = journal.StateFailed
+		if err := c.Journal.Update(ctx, r.ID, map[string]any{"state": journal.StateFailed, "notes": "recover: " + note}); err != nil {
+			return err
+		}
 		return fmt.Errorf("%w: %s", ErrNeedsRecovery, note)
 	}
-	_ = c.Journal.Release(ctx, r.ID)
+	if err := c.Journal.Release(ctx, r.ID); err != nil {
+		return err
+	}
 	notes := "recovered by `ferry recover`: runs on " + res.RunsOn
 	if note != "" {
 		notes += "; " + note
@@ -168,10 +196,9 @@ func (c *Controller) recoverOne(ctx context.Context, r *Record, prefer string, r
 	if errText == "" && keep == "source" {
 		errText = "interrupted (ferry stopped during the migration); rolled back by recover"
 	}
-	// The hooks hear how it ended: the interrupted run could not tell them.
-	event := HookRollback
+	event := hooks.Rollback
 	if keep == "destination" {
-		event = HookActivation
+		event = hooks.Activation
 	}
 	if res.HookErrors = c.recoverHooks(ctx, log, r, event, errText); len(res.HookErrors) > 0 {
 		notes += fmt.Sprintf("; hook errors: %v", res.HookErrors)
@@ -220,7 +247,7 @@ func settleJob(ctx context.Context, log *logrus.Entry, h virt.Host, uuid string)
 // recordCompletedJob keeps libvirt's figures of a job that finished while
 // ferry was gone (downtime, data, iterations): they are read from the source
 // domain, so before convergence undefines it.
-func (c *Controller) recordCompletedJob(ctx context.Context, src virt.Host, r *Record) {
+func (c *Controller) recordCompletedJob(ctx context.Context, src virt.Host, r *journal.Record) {
 	d, err := src.LookupDomain(r.VMUUID)
 	if err != nil {
 		return
@@ -231,8 +258,8 @@ func (c *Controller) recordCompletedJob(ctx context.Context, src virt.Host, r *R
 	}
 	cols := map[string]any{"downtime_ms": js.Downtime.Milliseconds(), "data_sent": int64(js.DataProcessed),
 		"data_total": int64(js.DataTotal), "iterations": js.Iteration}
-	if r.StageTimes[StagePreCopy] != nil && r.StageTimes[StageStopAndCopy] == nil {
-		cols[stageColumns[StageStopAndCopy]] = r.StageTimes[StagePreCopy].Add(js.Elapsed - js.Downtime)
+	if r.StageTimes[journal.StagePreCopy] != nil && r.StageTimes[journal.StageStopAndCopy] == nil {
+		cols[journal.StageColumn(journal.StageStopAndCopy)] = r.StageTimes[journal.StagePreCopy].Add(js.Elapsed - js.Downtime)
 	}
 	_ = c.Journal.Update(ctx, r.ID, cols)
 }

@@ -10,17 +10,19 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferryvm/ferry/hooks"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/precopy"
 	"github.com/ferryvm/ferry/virt"
 )
 
-// run carries out stages 2 to 5 once the reservation is held.
-func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
+// runLive carries out stages 2 to 5 once the reservation is held.
+func (m *move) runLive(ctx context.Context, plan *PlanInfo) (*Result, error) {
 	c, id := m.c, m.rec.ID
 	// Journal writes and cleanup must happen even after the caller cancels.
 	bg := context.WithoutCancel(ctx)
 	c.emit(bg, m, "planned", 0, "")
-	m.fire(bg, m.payload(HookReservation))
+	m.fire(bg, m.payload(hooks.Reservation))
 
 	evctx, stopEvents := context.WithCancel(bg)
 	defer stopEvents()
@@ -32,21 +34,21 @@ func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
 	defer cancel(nil)
 	w := m.newWatch(bg, plan, cancel)
 	m.watch = w
-	if m.req.Timeout > 0 {
+	if m.req.Live.Timeout > 0 {
 		// A hard wall, except in post-copy: the destination then holds the
 		// only current state and the job must finish.
-		t := time.AfterFunc(m.req.Timeout, func() {
+		t := time.AfterFunc(m.req.Live.Timeout, func() {
 			if !w.postcopy.Load() {
-				cancel(fmt.Errorf("timed out after %s", m.req.Timeout))
+				cancel(fmt.Errorf("timed out after %s", m.req.Live.Timeout))
 			}
 		})
 		defer t.Stop()
 	}
-	if err := c.Journal.EnterStage(bg, id, StagePreCopy, w.start, nil); err != nil {
+	if err := c.Journal.EnterStage(bg, id, journal.StagePreCopy, w.start, nil); err != nil {
 		m.log.WithError(err).Error("journal")
 	}
-	m.log.WithField("stage", StagePreCopy.String()).Info("migration started")
-	m.progress(Progress{Stage: StagePreCopy, Message: "pre-copy started"})
+	m.log.WithField("stage", journal.StagePreCopy.String()).Info("migration started")
+	m.progress(Progress{Stage: journal.StagePreCopy, Message: "pre-copy started"})
 
 	m.setupPostcopy(bg, w) // postcopy.go
 	done := make(chan error, 1)
@@ -71,7 +73,7 @@ func (m *migration) run(ctx context.Context, plan *PlanInfo) (*Result, error) {
 }
 
 // commit runs stages 4 and 5 after libvirt reported success.
-func (m *migration) commit(bg context.Context, w *watch, plan *PlanInfo, end time.Time) (*Result, error) {
+func (m *move) commit(bg context.Context, w *watch, plan *PlanInfo, end time.Time) (*Result, error) {
 	c, id := m.c, m.rec.ID
 	// Stage 4: commitment. QEMU and libvirt report success; confirm it on
 	// both hosts before the source definition goes.
@@ -86,13 +88,13 @@ func (m *migration) commit(bg context.Context, w *watch, plan *PlanInfo, end tim
 	pausedAt := w.stopAt
 	if pausedAt.IsZero() {
 		pausedAt = end.Add(-js.Downtime)
-		_ = c.Journal.EnterStage(bg, id, StageStopAndCopy, pausedAt, nil)
+		_ = c.Journal.EnterStage(bg, id, journal.StageStopAndCopy, pausedAt, nil)
 	}
-	m.res.Downtime, m.res.DataSent, m.res.Iterations = js.Downtime, js.DataProcessed, js.Iteration
-	m.res.Postcopy = w.postcopy.Load()
-	m.res.MigrationMS = end.Sub(w.start).Milliseconds()
+	m.res.Live.Downtime, m.res.Live.DataSent, m.res.Live.Iterations = js.Downtime, js.DataProcessed, js.Iteration
+	m.res.Live.Postcopy = w.postcopy.Load()
+	m.res.Live.MigrationMS = end.Sub(w.start).Milliseconds()
 	cols := map[string]any{"data_sent": int64(js.DataProcessed), "data_total": int64(js.DataTotal), "iterations": js.Iteration,
-		"policy": policyJSON(plan, m.res.PolicyActions, m.res.Postcopy)}
+		"policy": policyJSON(plan, m.res.Live.PolicyActions, m.res.Live.Postcopy)}
 	if js.DowntimeSet {
 		cols["downtime_ms"] = js.Downtime.Milliseconds()
 	}
@@ -107,43 +109,43 @@ func (m *migration) commit(bg context.Context, w *watch, plan *PlanInfo, end tim
 		}
 		return m.fail(bg, err)
 	}
-	if err := c.Journal.EnterStage(bg, id, StageCommitment, c.now(), nil); err != nil {
+	if err := c.Journal.EnterStage(bg, id, journal.StageCommitment, c.now(), nil); err != nil {
 		m.log.WithError(err).Error("journal")
 	}
-	m.log.WithFields(logrus.Fields{"stage": StageCommitment.String(), "downtime_ms": js.Downtime.Milliseconds()}).Info("migration committed")
-	m.progress(Progress{Stage: StageCommitment, Elapsed: c.now().Sub(w.start), Percent: 100, Message: "committed: the destination is primary"})
+	m.log.WithFields(logrus.Fields{"stage": journal.StageCommitment.String(), "downtime_ms": js.Downtime.Milliseconds()}).Info("migration committed")
+	m.progress(Progress{Stage: journal.StageCommitment, Elapsed: c.now().Sub(w.start), Percent: 100, Message: "committed: the destination is primary"})
 
 	// Stage 5: activation.
 	c.emit(bg, m, "completed", js.Downtime+w.pausedFor(), w.resumes.detail())
 	m.awaitSwitchover(bg, true, pausedAt)
-	act := m.payload(HookActivation)
-	act.DowntimeMS, act.Postcopy = js.Downtime.Milliseconds(), m.res.Postcopy
+	act := m.payload(hooks.Activation)
+	act.DowntimeMS, act.Postcopy = js.Downtime.Milliseconds(), m.res.Live.Postcopy
 	m.fire(bg, act)
 	_ = c.Journal.Release(bg, id)
-	m.res.State, m.res.Finished = StateCompleted, c.now()
-	m.res.Total = m.res.Finished.Sub(m.res.Started)
-	m.res.TotalMS, m.res.DowntimeMS, m.res.MemoryBytes = m.res.Total.Milliseconds(), m.res.Downtime.Milliseconds(), m.info.MemoryBytes
+	m.res.State = journal.StateCompleted
+	m.finished()
+	m.res.Live.DowntimeMS, m.res.Live.MemoryBytes = m.res.Live.Downtime.Milliseconds(), m.info.MemoryBytes
 	notes := w.resumeNotes()
 	if len(m.res.HookErrors) > 0 {
 		notes = strings.TrimPrefix(notes+"; "+fmt.Sprintf("hook errors: %v", m.res.HookErrors), "; ")
 	}
-	if err := c.Journal.EnterStage(bg, id, StageActivation, m.res.Finished, map[string]any{"notes": notes}); err != nil {
+	if err := c.Journal.EnterStage(bg, id, journal.StageActivation, m.res.FinishedAt, map[string]any{"notes": notes}); err != nil {
 		m.log.WithError(err).Error("journal")
 	}
-	if err := c.Journal.Finish(bg, id, StateCompleted, "", nil); err != nil {
+	if err := c.Journal.Finish(bg, id, journal.StateCompleted, "", nil); err != nil {
 		m.log.WithError(err).Error("journal")
 	}
-	m.progress(Progress{Stage: StageActivation, Elapsed: m.res.Total, Percent: 100, Message: "activated on " + m.dst.Name})
+	m.progress(Progress{Stage: journal.StageActivation, Elapsed: m.res.Total(), Percent: 100, Message: "activated on " + m.dst.Name})
 	return m.res, nil
 }
 
 // rollback makes the source copy primary again after a failed or cancelled
 // migration: resume it if paused, remove any half-made destination copy,
 // release the reservation and journal rolled_back.
-func (m *migration) rollback(ctx context.Context, cause error, last virt.JobStats) (*Result, error) {
+func (m *move) rollback(ctx context.Context, cause error, last virt.JobStats) (*Result, error) {
 	c := m.c
 	m.log.WithError(cause).Info("migration failed, rolling back")
-	m.res.DataSent, m.res.Iterations = last.DataProcessed, last.Iteration
+	m.res.Live.DataSent, m.res.Live.Iterations = last.DataProcessed, last.Iteration
 	switched := m.watch != nil && !m.watch.stopAt.IsZero()
 	keep, note, err := c.converge(ctx, m.log, convergeIn{src: m.srcConn, dst: m.dstConn, uuid: m.info.UUID, switched: switched,
 		record: c.journalDecision(ctx, m.rec.ID)})
@@ -157,20 +159,20 @@ func (m *migration) rollback(ctx context.Context, cause error, last virt.JobStat
 		// The copy finished despite the error (e.g. a lost confirmation):
 		// the destination is primary; record that rather than undo it.
 		m.log.WithError(cause).Warn("migration error reported after the destination took over; keeping it")
-		m.res.State, m.res.Error = StateCompleted, "completed despite: "+cause.Error()
-		_ = c.Journal.EnterStage(ctx, m.rec.ID, StageCommitment, c.now(), nil)
+		m.res.State, m.res.Error = journal.StateCompleted, "completed despite: "+cause.Error()
+		_ = c.Journal.EnterStage(ctx, m.rec.ID, journal.StageCommitment, c.now(), nil)
 		_ = c.Journal.Release(ctx, m.rec.ID)
 		c.emit(ctx, m, "completed", 0, m.res.Error)
 		m.awaitSwitchover(ctx, true, c.now())
-		act := m.payload(HookActivation)
+		act := m.payload(hooks.Activation)
 		act.Postcopy, act.Error = m.watch != nil && m.watch.postcopy.Load(), m.res.Error
 		m.fire(ctx, act)
 		notes := m.res.Error + "; " + note
 		if len(m.res.HookErrors) > 0 {
 			notes += fmt.Sprintf("; hook errors: %v", m.res.HookErrors)
 		}
-		_ = c.Journal.Finish(ctx, m.rec.ID, StateCompleted, "", map[string]any{"notes": notes})
-		m.res.Finished = c.now()
+		_ = c.Journal.Finish(ctx, m.rec.ID, journal.StateCompleted, "", map[string]any{"notes": notes})
+		m.finished()
 		return m.res, nil
 	}
 	_ = c.Journal.Release(ctx, m.rec.ID)
@@ -178,17 +180,18 @@ func (m *migration) rollback(ctx context.Context, cause error, last virt.JobStat
 	if note != "" {
 		msg += "; " + note
 	}
-	m.res.State, m.res.Error, m.res.Finished = StateRolledBack, msg, c.now()
-	if err := c.Journal.Finish(ctx, m.rec.ID, StateRolledBack, msg, map[string]any{"data_sent": int64(last.DataProcessed), "iterations": last.Iteration,
-		"policy": policyJSON(m.res.Plan, m.res.PolicyActions, false)}); err != nil {
+	m.res.State, m.res.Error = journal.StateRolledBack, msg
+	m.finished()
+	if err := c.Journal.Finish(ctx, m.rec.ID, journal.StateRolledBack, msg, map[string]any{"data_sent": int64(last.DataProcessed), "iterations": last.Iteration,
+		"policy": policyJSON(m.res.Live.Plan, m.res.Live.PolicyActions, false)}); err != nil {
 		m.log.WithError(err).Error("journal")
 	}
 	c.emit(ctx, m, "rolled_back", 0, msg)
 	m.awaitSwitchover(ctx, false, time.Time{})
-	rb := m.payload(HookRollback)
-	rb.Stage, rb.Error = StagePreCopy.String(), msg
+	rb := m.payload(hooks.Rollback)
+	rb.Stage, rb.Error = journal.StagePreCopy.String(), msg
 	if m.watch != nil && !m.watch.stopAt.IsZero() {
-		rb.Stage = StageStopAndCopy.String()
+		rb.Stage = journal.StageStopAndCopy.String()
 	}
 	m.fire(ctx, rb)
 	if len(m.res.HookErrors) > 0 {
@@ -198,10 +201,11 @@ func (m *migration) rollback(ctx context.Context, cause error, last virt.JobStat
 }
 
 // fail leaves the row for `ferry recover`: ferry could not make the outcome consistent.
-func (m *migration) fail(ctx context.Context, err error) (*Result, error) {
+func (m *move) fail(ctx context.Context, err error) (*Result, error) {
 	m.log.WithError(err).Error("migration needs recovery")
-	m.res.State, m.res.Error, m.res.Finished = StateFailed, err.Error(), m.c.now()
-	_ = m.c.Journal.Update(ctx, m.rec.ID, map[string]any{"state": StateFailed, "error": err.Error()})
+	m.res.State, m.res.Error = journal.StateFailed, err.Error()
+	m.finished()
+	_ = m.c.Journal.Update(ctx, m.rec.ID, map[string]any{"state": journal.StateFailed, "error": err.Error()})
 	m.c.emit(ctx, m, "failed", 0, err.Error())
 	m.awaitSwitchover(ctx, false, time.Time{})
 	return m.res, fmt.Errorf("%w (ferry recover will finish it): %w", ErrNeedsRecovery, err)
@@ -304,7 +308,7 @@ func (c *Controller) journalDecision(ctx context.Context, id string) func(Decisi
 	}
 }
 
-func (c *Controller) emit(ctx context.Context, m *migration, kind string, downtime time.Duration, detail string) {
+func (c *Controller) emit(ctx context.Context, m *move, kind string, downtime time.Duration, detail string) {
 	if c.Events == nil {
 		return
 	}

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/ferryvm/ferry/sla"
-	"github.com/ferryvm/ferry/store"
 )
 
 func TestSLAEventMapping(t *testing.T) {
@@ -72,12 +71,7 @@ func TestMigrationFeedsSLALog(t *testing.T) {
 	f := newFixture(t)
 	path := filepath.Join(t.TempDir(), "ferry.db")
 	f.c.Journal = openTestJournal(t, path)
-	db, err := store.Open(ctx, path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	log, err := sla.NewLog(ctx, db)
+	log, err := sla.NewLog(ctx, f.c.Journal.DB())
 	if err != nil {
 		t.Fatal(err)
 	}

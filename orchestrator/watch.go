@@ -8,6 +8,8 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/ferryvm/ferry/hooks"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/precopy"
 	"github.com/ferryvm/ferry/virt"
 )
@@ -16,7 +18,7 @@ import (
 // stats every 250 ms and on iteration events, feeds precopy.Step and applies
 // its actions, notices the switchover, and keeps the journal current.
 type watch struct {
-	m      *migration
+	m      *move
 	bg     context.Context // journal writes outlive the caller's cancel
 	cancel context.CancelCauseFunc
 	job    precopy.Job
@@ -35,7 +37,7 @@ type watch struct {
 	lastReason                 string
 	// switchover: the switchover hooks, running beside the loop; hooksDone
 	// once their report was collected (migration.awaitSwitchover).
-	switchover *pendingHooks
+	switchover *hooks.Pending
 	hooksDone  bool
 	// dataURI: the data URI with the destination port ferry picked for a
 	// post-copy-capable job; resumes: what resuming a broken post-copy did
@@ -44,7 +46,7 @@ type watch struct {
 	resumes *resumeLog
 }
 
-func (m *migration) newWatch(bg context.Context, plan *PlanInfo, cancel context.CancelCauseFunc) *watch {
+func (m *move) newWatch(bg context.Context, plan *PlanInfo, cancel context.CancelCauseFunc) *watch {
 	w := &watch{m: m, bg: bg, cancel: cancel, job: plan.Job, dormant: !plan.Job.AutoConverge,
 		limit: time.Duration(plan.Job.DowntimeMS) * time.Millisecond}
 	// libvirt keeps these for the next migration job of this domain; if it
@@ -52,7 +54,7 @@ func (m *migration) newWatch(bg context.Context, plan *PlanInfo, cancel context.
 	w.downtimeSet = m.dom.SetMaxDowntime(w.limit) == nil
 	w.throttleArmed = w.armThrottle()
 	w.start = m.c.now()
-	w.st = m.req.policy().Start(plan.Plan, w.start)
+	w.st = m.req.precopyPolicy().Start(plan.Plan, w.start)
 	return w
 }
 
@@ -69,7 +71,7 @@ func (w *watch) params() virt.MigrateParams {
 	}
 	return virt.MigrateParams{
 		DestURI: m.dst.URI, DataURI: dataURI,
-		BandwidthMiBps: uint64(w.job.BandwidthBytesPerSec >> 20), CopyStorage: m.req.CopyStorage,
+		BandwidthMiBps: uint64(w.job.BandwidthBytesPerSec >> 20), CopyStorage: m.req.Live.CopyStorage,
 		Postcopy: w.job.Postcopy, AutoConverge: true,
 		AutoConvergeInitial: w.job.ThrottleInitialPct, AutoConvergeIncrement: w.job.ThrottleIncrementPct,
 	}
@@ -111,15 +113,15 @@ func (w *watch) onEvent(ev virt.Event) {
 			return
 		}
 		w.stopAt = ev.At
-		m.log.WithField("stage", StageStopAndCopy.String()).Info(msg)
-		_ = m.c.Journal.EnterStage(w.bg, m.rec.ID, StageStopAndCopy, w.stopAt, nil)
+		m.log.WithField("stage", journal.StageStopAndCopy.String()).Info(msg)
+		_ = m.c.Journal.EnterStage(w.bg, m.rec.ID, journal.StageStopAndCopy, w.stopAt, nil)
 		m.c.emit(w.bg, m, "switchover", 0, "")
 		// In a goroutine: the loop must keep sampling (and the policy keep
 		// deciding) through the pause, however slow a hook is.
-		p := m.payload(HookSwitchover)
+		p := m.payload(hooks.Switchover)
 		p.Timestamp, p.Postcopy = w.stopAt, w.postcopy.Load()
-		w.switchover = m.c.dispatchAsync(w.bg, m.log, p)
-		m.progress(Progress{Stage: StageStopAndCopy, Elapsed: m.c.now().Sub(w.start), Message: msg})
+		w.switchover = m.c.hooks().DispatchAsync(w.bg, m.log, p)
+		m.progress(Progress{Stage: journal.StageStopAndCopy, Elapsed: m.c.now().Sub(w.start), Message: msg})
 	case ev.Kind == virt.EventJobCompleted && ev.Job != nil:
 		w.completed = ev.Job
 	case ev.Kind == virt.EventIteration:
@@ -142,20 +144,20 @@ func (w *watch) sample() {
 	w.last = js
 	now := m.c.now()
 	w.applyPolicy(js, now)
-	stage := StagePreCopy
+	stage := journal.StagePreCopy
 	if !w.stopAt.IsZero() {
-		stage = StageStopAndCopy
+		stage = journal.StageStopAndCopy
 	}
-	p := Progress{Stage: stage, Elapsed: now.Sub(w.start), Iteration: js.Iteration,
+	p := Progress{Stage: stage, Elapsed: now.Sub(w.start), Live: &LiveProgress{Iteration: js.Iteration,
 		TotalBytes: js.DataTotal, ProcessedBytes: js.DataProcessed, RemainingBytes: js.DataRemaining,
 		DirtyBytesPerSec: js.DirtyBytesPerSec(), BandwidthBytesPerSec: js.MemBytesPerSec,
 		DowntimeLimitMS: w.st.DowntimeMS, ThrottlePct: js.Throttle, Strategy: string(w.st.Strategy),
-		Postcopy: w.postcopy.Load(), Policy: w.lastReason}
+		Postcopy: w.postcopy.Load(), Policy: w.lastReason}}
 	if js.DataTotal > 0 {
 		p.Percent = 100 * float64(js.DataTotal-js.DataRemaining) / float64(js.DataTotal)
 	}
 	if js.DowntimeSet {
-		p.ExpectedDowntime = js.Downtime
+		p.Live.ExpectedDowntime = js.Downtime
 	}
 	m.progress(p)
 	if now.Sub(w.lastJournal) >= journalIntervalMS*time.Millisecond {
@@ -174,7 +176,7 @@ func (w *watch) applyPolicy(js virt.JobStats, now time.Time) {
 	w.st, acts = precopy.Step(w.st, sampleOf(js, now, !w.stopAt.IsZero(), w.postcopy.Load()), now)
 	for _, a := range acts {
 		err := m.applyAction(a, w.cancel)
-		l := m.log.WithFields(logrus.Fields{"stage": StagePreCopy.String(), "action": a.Kind})
+		l := m.log.WithFields(logrus.Fields{"stage": journal.StagePreCopy.String(), "action": a.Kind})
 		switch {
 		case err != nil:
 			w.st = w.st.Failed(a)
@@ -187,7 +189,7 @@ func (w *watch) applyPolicy(js virt.JobStats, now time.Time) {
 			l.Info(a.Reason)
 		}
 		w.lastReason = a.Reason
-		m.res.PolicyActions = append(m.res.PolicyActions, a)
-		m.progress(Progress{Stage: StagePreCopy, Elapsed: now.Sub(w.start), Message: "policy: " + a.Reason})
+		m.res.Live.PolicyActions = append(m.res.Live.PolicyActions, a)
+		m.progress(Progress{Stage: journal.StagePreCopy, Elapsed: now.Sub(w.start), Message: "policy: " + a.Reason})
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryvm/ferry/store"
+	"github.com/ferryvm/ferry/journal"
 )
 
 // writeFleetEvents writes about n JSON-line events for a fleet of vms VMs on
@@ -98,7 +98,7 @@ func BenchmarkImportAndReport(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
-		db, err := store.Open(ctx, filepath.Join(dir, fmt.Sprintf("ferry-%d.db", i)))
+		db, err := journal.OpenDB(ctx, filepath.Join(dir, fmt.Sprintf("ferry-%d.db", i)))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryvm/ferry/store"
+	"github.com/ferryvm/ferry/journal"
 )
 
 // T0 is the start of the 30-day test period.
@@ -71,7 +71,7 @@ func backdate(o *Options) { o.Backdate = true }
 
 func newTestLog(t testing.TB) *Log {
 	t.Helper()
-	db, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "ferry.db"))
+	db, err := journal.OpenDB(context.Background(), filepath.Join(t.TempDir(), "ferry.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryvm/ferry/store"
+	"github.com/ferryvm/ferry/journal"
 )
 
 func TestImport(t *testing.T) {
@@ -107,7 +107,7 @@ func TestImportBadLines(t *testing.T) {
 func TestImportCommitsInBatches(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "ferry.db")
-	db, err := store.Open(ctx, path)
+	db, err := journal.OpenDB(ctx, path)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -62,14 +62,50 @@ func (m *Monitor) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	unreachable, err := m.lastUnreachable(ctx)
+	if err != nil {
+		return err
+	}
+	poller, lp := m.newPoller(unreachable)
+	agent := &Agent{Hosts: m.Hosts, Dial: m.Dial, Sink: m, History: m.Log, OnError: m.OnError, OnConnect: m.OnConnect}
+
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = poller.Run(ctx) }()
+	go func() { defer wg.Done(); _ = agent.Run(ctx) }()
+
+	opts := DefaultOptions()
+	opts.PollInterval = poller.Interval
+	lastID = m.loop(ctx, start, lastID, opts)
+	wg.Wait()
+	if lp != nil {
+		lp.Close()
+	}
+	// What the agents recorded as they stopped.
+	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	m.follow(bg, lastID)
+	return nil
+}
+
+// lastUnreachable returns, per host, whether the log last saw it unreachable,
+// so that the poller resumes where an earlier monitor left off.
+func (m *Monitor) lastUnreachable(ctx context.Context) (map[string]bool, error) {
 	unreachable := map[string]bool{}
 	for _, h := range m.Hosts {
 		e, ok, err := m.Log.Last(ctx, Filter{Host: h.Name, Kinds: []Kind{PSUnreachable, PSReachable}})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		unreachable[h.Name] = ok && e.Kind == PSUnreachable
 	}
+	return unreachable, nil
+}
+
+// newPoller returns the polling agent, starting from the hosts' last known
+// reachability, and the LibvirtProbe it uses if Run created one (nil if
+// m.Probe was set), which Run must close. It sets the host-up metrics.
+func (m *Monitor) newPoller(unreachable map[string]bool) (*Poller, *LibvirtProbe) {
 	probe := m.Probe
 	var lp *LibvirtProbe
 	if probe == nil {
@@ -89,13 +125,12 @@ func (m *Monitor) Run(ctx context.Context) error {
 			m.Metrics.SetHostUp(host, !unreachable)
 		}
 	}
-	agent := &Agent{Hosts: m.Hosts, Dial: m.Dial, Sink: m, History: m.Log, OnError: m.OnError, OnConnect: m.OnConnect}
+	return poller, lp
+}
 
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); _ = poller.Run(ctx) }()
-	go func() { defer wg.Done(); _ = agent.Run(ctx) }()
-
+// loop follows the log and refreshes the metrics until ctx ends; it returns
+// the id of the last event it followed.
+func (m *Monitor) loop(ctx context.Context, start time.Time, lastID int64, opts Options) int64 {
 	tailEvery, refreshEvery := m.TailInterval, m.RefreshInterval
 	if tailEvery <= 0 {
 		tailEvery = time.Second
@@ -105,61 +140,57 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}
 	tail := time.NewTicker(tailEvery)
 	defer tail.Stop()
-	// The per-VM counters come from a full report; on a large log it costs
-	// seconds, so it runs at most every ten times its own duration.
 	refresh := time.NewTimer(refreshEvery)
 	defer refresh.Stop()
-	follow := func(ctx context.Context) {
-		for {
-			evs, err := m.Log.Tail(ctx, lastID, 1000)
-			if err != nil {
-				m.fail(err)
-				return
-			}
-			for _, e := range evs {
-				lastID = e.ID
-				if m.Metrics != nil {
-					m.Metrics.Observe(e)
-				}
-				if m.OnEvent != nil {
-					m.OnEvent(e)
-				}
-			}
-			if len(evs) < 1000 {
-				return
-			}
-		}
-	}
-	opts := DefaultOptions()
-	opts.PollInterval = poller.Interval
-loop:
 	for {
 		select {
 		case <-ctx.Done():
-			break loop
+			return lastID
 		case <-tail.C:
-			follow(ctx)
+			lastID = m.follow(ctx, lastID)
 		case now := <-refresh.C:
-			if m.Metrics == nil || !now.After(start) {
-				refresh.Reset(refreshEvery)
-				continue
-			}
-			r, err := m.Log.Report(ctx, Period{From: start, To: now}, opts)
-			refresh.Reset(max(refreshEvery, 10*time.Since(now)))
-			if err != nil {
-				m.fail(err)
-				continue
-			}
-			m.Metrics.Update(r)
+			m.refreshMetrics(ctx, refresh, refreshEvery, Period{From: start, To: now}, opts)
 		}
 	}
-	wg.Wait()
-	if lp != nil {
-		lp.Close()
+}
+
+// follow hands the events stored after lastID to the metrics and OnEvent,
+// and returns the id of the last one.
+func (m *Monitor) follow(ctx context.Context, lastID int64) int64 {
+	for {
+		evs, err := m.Log.Tail(ctx, lastID, 1000)
+		if err != nil {
+			m.fail(err)
+			return lastID
+		}
+		for _, e := range evs {
+			lastID = e.ID
+			if m.Metrics != nil {
+				m.Metrics.Observe(e)
+			}
+			if m.OnEvent != nil {
+				m.OnEvent(e)
+			}
+		}
+		if len(evs) < 1000 {
+			return lastID
+		}
 	}
-	// What the agents recorded as they stopped.
-	bg, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	follow(bg)
-	return nil
+}
+
+// refreshMetrics recomputes the per-VM counters from a report over p and
+// re-arms timer t. The report costs seconds on a large log, so it runs at
+// most every ten times its own duration.
+func (m *Monitor) refreshMetrics(ctx context.Context, t *time.Timer, every time.Duration, p Period, opts Options) {
+	if m.Metrics == nil || !p.To.After(p.From) {
+		t.Reset(every)
+		return
+	}
+	r, err := m.Log.Report(ctx, p, opts)
+	t.Reset(max(every, 10*time.Since(p.To)))
+	if err != nil {
+		m.fail(err)
+		return
+	}
+	m.Metrics.Update(r)
 }

@@ -3,7 +3,6 @@ package virt
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -165,17 +164,7 @@ func (h *host) ListDomains() ([]DomainInfo, error) {
 	if err != nil {
 		return nil, wrap("list domains on "+h.uri, err)
 	}
-	out := make([]DomainInfo, 0, len(doms))
-	for i := range doms {
-		d := &domain{h: h, d: &doms[i]}
-		info, err := d.Info()
-		doms[i].Free()
-		if err != nil {
-			continue // vanished between list and query
-		}
-		out = append(out, info)
-	}
-	return out, nil
+	return describeAll(doms, func(d *libvirt.Domain) (DomainInfo, error) { return (&domain{h: h, d: d}).Info() }, (*libvirt.Domain).Free), nil
 }
 
 func (h *host) LookupDomain(nameOrUUID string) (Domain, error) {
@@ -223,20 +212,10 @@ type domain struct {
 }
 
 func newDomain(h *host, d *libvirt.Domain) *domain {
-	w := &domain{h: h, d: d}
-	// Domain handles are cheap but hold a reference in libvirt; free them
-	// with the wrapper rather than burdening every caller with Free.
-	runtime.SetFinalizer(w, func(w *domain) { w.d.Free() })
-	return w
+	return freeWithWrapper(&domain{h: h, d: d}, d.Free)
 }
 
-func (d *domain) name() string {
-	n, err := d.d.GetName()
-	if err != nil {
-		return "?"
-	}
-	return n
-}
+func (d *domain) name() string { return nameOf(d.d) }
 
 func (d *domain) op(what string) string {
 	return fmt.Sprintf("%s %s on %s", what, d.name(), d.h.uri)

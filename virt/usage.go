@@ -53,79 +53,14 @@ func ObserveUsage(h Host) (*HostUsage, error) {
 	if !ok {
 		return nil, &Error{Op: "observe usage on " + h.URI(), Sentinel: ErrNoSupport, Message: fmt.Sprintf("%T has no storage API", h)}
 	}
-	u := &HostUsage{}
-	ps, err := hh.c.ListAllStoragePools(libvirt.CONNECT_LIST_STORAGE_POOLS_ACTIVE)
-	if err != nil {
-		return nil, wrapStorage("list storage pools on "+hh.uri, err)
-	}
-	byPath := map[string]VolumeInfo{}
-	for i := range ps {
-		p := &pool{h: hh, p: &ps[i]}
-		// A pool with an upload in progress refuses a refresh: list what it knows.
-		_ = p.p.Refresh(0)
-		info, ierr := p.Info()
-		vols, verr := p.ListVolumes()
-		ps[i].Free()
-		if ierr != nil || verr != nil {
-			return nil, errors.Join(ierr, verr)
-		}
-		u.Pools = append(u.Pools, info)
-		for _, v := range vols {
-			if v.BackingPath != "" && !filepath.IsAbs(v.BackingPath) {
-				v.BackingPath = filepath.Join(filepath.Dir(v.Path), v.BackingPath)
-			}
-			u.Volumes = append(u.Volumes, v)
-			byPath[filepath.Clean(v.Path)] = v
-		}
+	o := &usageObserver{h: hh, u: &HostUsage{}, byPath: map[string]VolumeInfo{}, probed: map[string]bool{}}
+	defer o.release()
+	if err := o.addPools(); err != nil {
+		return nil, err
 	}
 	doms, err := hh.c.ListAllDomains(0)
 	if err != nil {
 		return nil, wrap("list domains on "+hh.uri, err)
-	}
-	var releases []func() error
-	defer func() {
-		for i := len(releases) - 1; i >= 0; i-- {
-			_ = releases[i]()
-		}
-	}()
-	probed := map[string]bool{}
-	// chainOf follows a file's backing chain through the volumes known so
-	// far, probing files outside the pools through a transient pool.
-	chainOf := func(path string) []VolumeInfo {
-		var out []VolumeInfo
-		for p, seen := filepath.Clean(path), map[string]bool{}; p != "" && !seen[p]; {
-			seen[p] = true
-			v, ok := byPath[p]
-			if !ok && !probed[p] && !strings.HasPrefix(p, "/dev/") {
-				probed[p] = true
-				pl, release, perr := hh.PoolForDir(filepath.Dir(p), false)
-				if perr == nil {
-					releases = append(releases, release)
-					_ = pl.Refresh()
-					if vol, lerr := pl.LookupVolume(filepath.Base(p)); lerr == nil {
-						if vi, err := vol.Info(); err == nil {
-							if vi.BackingPath != "" && !filepath.IsAbs(vi.BackingPath) {
-								vi.BackingPath = filepath.Join(filepath.Dir(p), vi.BackingPath)
-							}
-							v, ok = vi, true
-							byPath[p] = vi
-						}
-					}
-				}
-				if !ok {
-					u.Unresolved = append(u.Unresolved, p)
-				}
-			}
-			if !ok {
-				break
-			}
-			out = append(out, v)
-			p = ""
-			if v.BackingPath != "" {
-				p = filepath.Clean(v.BackingPath)
-			}
-		}
-		return out
 	}
 	for i := range doms {
 		d := newDomain(hh, &doms[i])
@@ -133,44 +68,153 @@ func ObserveUsage(h Host) (*HostUsage, error) {
 		if err != nil {
 			continue // vanished between list and query
 		}
-		df := DomainFiles{Name: info.Name, UUID: info.UUID, State: info.State, Persistent: info.Persistent}
-		xmls := []libvirt.DomainXMLFlags{0}
-		if info.State.Active() && info.Persistent {
-			xmls = append(xmls, libvirt.DOMAIN_XML_INACTIVE)
+		df, err := o.domainFiles(d, info)
+		if err != nil {
+			return nil, err
 		}
-		seen := map[string]bool{}
-		add := func(f FileRef) {
-			if f.Path == "" {
-				return
-			}
-			f.Path = filepath.Clean(f.Path)
-			if k := f.Path + "\x00" + f.Use; !seen[k] {
-				seen[k] = true
-				df.Files = append(df.Files, f)
-			}
-		}
-		for _, fl := range xmls {
-			x, err := d.d.GetXMLDesc(fl)
-			if err != nil {
-				return nil, wrap(d.op("XML of"), err)
-			}
-			for _, f := range DomainFileRefs(x, hh.volumePath) {
-				add(f)
-				if !strings.HasPrefix(f.Use, "disk ") {
-					continue
-				}
-				for j, v := range chainOf(f.Path) {
-					if j > 0 {
-						add(FileRef{Path: v.Path, Use: "backing file of " + strings.TrimPrefix(f.Use, "disk "), ReadOnly: true})
-					}
-				}
-			}
-		}
-		u.Domains = append(u.Domains, df)
+		o.u.Domains = append(o.u.Domains, df)
 	}
-	sort.Slice(u.Domains, func(i, j int) bool { return u.Domains[i].Name < u.Domains[j].Name })
-	sort.Strings(u.Unresolved)
-	return u, nil
+	sort.Slice(o.u.Domains, func(i, j int) bool { return o.u.Domains[i].Name < o.u.Domains[j].Name })
+	sort.Strings(o.u.Unresolved)
+	return o.u, nil
+}
+
+// usageObserver is one ObserveUsage call: the usage found so far, the
+// volumes by path for following backing chains, and the transient pools it
+// opened to probe files outside the pools.
+type usageObserver struct {
+	h        *host
+	u        *HostUsage
+	byPath   map[string]VolumeInfo
+	probed   map[string]bool
+	releases []func() error
+}
+
+func (o *usageObserver) release() {
+	for i := len(o.releases) - 1; i >= 0; i-- {
+		_ = o.releases[i]()
+	}
+}
+
+// addPools lists every active pool and its volumes.
+func (o *usageObserver) addPools() error {
+	ps, err := o.h.c.ListAllStoragePools(libvirt.CONNECT_LIST_STORAGE_POOLS_ACTIVE)
+	if err != nil {
+		return wrapStorage("list storage pools on "+o.h.uri, err)
+	}
+	for i := range ps {
+		p := &pool{h: o.h, p: &ps[i]}
+		// A pool with an upload in progress refuses a refresh: list what it knows.
+		_ = p.p.Refresh(0)
+		info, ierr := p.Info()
+		vols, verr := p.ListVolumes()
+		ps[i].Free()
+		if ierr != nil || verr != nil {
+			return errors.Join(ierr, verr)
+		}
+		o.u.Pools = append(o.u.Pools, info)
+		for _, v := range vols {
+			v = absBacking(v, filepath.Dir(v.Path))
+			o.u.Volumes = append(o.u.Volumes, v)
+			o.byPath[filepath.Clean(v.Path)] = v
+		}
+	}
+	return nil
+}
+
+// absBacking makes a relative backing path absolute: qemu resolves it
+// against the directory of the image that names it.
+func absBacking(v VolumeInfo, dir string) VolumeInfo {
+	if v.BackingPath != "" && !filepath.IsAbs(v.BackingPath) {
+		v.BackingPath = filepath.Join(dir, v.BackingPath)
+	}
+	return v
+}
+
+// chainOf follows a file's backing chain through the volumes known so
+// far, probing files outside the pools through a transient pool.
+func (o *usageObserver) chainOf(path string) []VolumeInfo {
+	var out []VolumeInfo
+	for p, seen := filepath.Clean(path), map[string]bool{}; p != "" && !seen[p]; {
+		seen[p] = true
+		v, ok := o.byPath[p]
+		if !ok && !o.probed[p] && !strings.HasPrefix(p, "/dev/") {
+			o.probed[p] = true
+			if v, ok = o.probe(p); !ok {
+				o.u.Unresolved = append(o.u.Unresolved, p)
+			}
+		}
+		if !ok {
+			break
+		}
+		out = append(out, v)
+		p = ""
+		if v.BackingPath != "" {
+			p = filepath.Clean(v.BackingPath)
+		}
+	}
+	return out
+}
+
+// probe reads a file outside the known volumes through a transient pool
+// over its directory (released at the end of the observation).
+func (o *usageObserver) probe(p string) (VolumeInfo, bool) {
+	pl, release, err := o.h.PoolForDir(filepath.Dir(p), false)
+	if err != nil {
+		return VolumeInfo{}, false
+	}
+	o.releases = append(o.releases, release)
+	_ = pl.Refresh()
+	vol, err := pl.LookupVolume(filepath.Base(p))
+	if err != nil {
+		return VolumeInfo{}, false
+	}
+	vi, err := vol.Info()
+	if err != nil {
+		return VolumeInfo{}, false
+	}
+	vi = absBacking(vi, filepath.Dir(p))
+	o.byPath[p] = vi
+	return vi, true
+}
+
+// domainFiles lists the files of one domain's live and (for a running
+// persistent domain) inactive definitions, with their disks' backing chains.
+func (o *usageObserver) domainFiles(d *domain, info DomainInfo) (DomainFiles, error) {
+	df := DomainFiles{Name: info.Name, UUID: info.UUID, State: info.State, Persistent: info.Persistent}
+	xmls := []libvirt.DomainXMLFlags{0}
+	if info.State.Active() && info.Persistent {
+		xmls = append(xmls, libvirt.DOMAIN_XML_INACTIVE)
+	}
+	seen := map[string]bool{}
+	add := func(f FileRef) {
+		if f.Path == "" {
+			return
+		}
+		f.Path = filepath.Clean(f.Path)
+		if k := f.Path + "\x00" + f.Use; !seen[k] {
+			seen[k] = true
+			df.Files = append(df.Files, f)
+		}
+	}
+	for _, fl := range xmls {
+		x, err := d.d.GetXMLDesc(fl)
+		if err != nil {
+			return DomainFiles{}, wrap(d.op("XML of"), err)
+		}
+		for _, f := range DomainFileRefs(x, o.h.volumePath) {
+			add(f)
+			if !strings.HasPrefix(f.Use, "disk ") {
+				continue
+			}
+			for j, v := range o.chainOf(f.Path) {
+				if j > 0 {
+					add(FileRef{Path: v.Path, Use: "backing file of " + strings.TrimPrefix(f.Use, "disk "), ReadOnly: true})
+				}
+			}
+		}
+	}
+	return df, nil
 }
 
 func (h *host) volumePath(poolName, vol string) string {

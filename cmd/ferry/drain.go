@@ -12,6 +12,8 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/ferryvm/ferry/drain"
+	"github.com/ferryvm/ferry/inventory"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
@@ -33,15 +35,12 @@ type drainOptions struct {
 	// live-migration options applied to every running VM
 	live liveFlags
 
-	req orchestrator.DrainRequest
+	req drain.Request
 }
 
-func newDrainCmd(a *app) *cobra.Command {
-	o := &drainOptions{}
-	cmd := &cobra.Command{
-		Use:   "drain HOST",
-		Short: "Move every VM off a host (live for running ones, cold for stopped ones) and keep it in maintenance",
-		Long: `Empty HOST for maintenance.
+// drainLong is the help of `ferry drain`: the order of a drain, its limits,
+// how to stop it and what its exit code says.
+const drainLong = `Empty HOST for maintenance.
 
 The host is marked in maintenance first (persisted in the state database: no
 placement, by any ferry process, picks it until 'ferry undrain'). Then every VM on
@@ -67,7 +66,14 @@ ferry left behind are finished first (as 'ferry recover' would).
 The result says whether HOST is empty (no VM defined on it; with --running-only,
 none running) and, if not, what is left and why. Exit codes: 0 the host is empty,
 1 VMs are left (or the drain was cancelled), 2 bad input or refused, 4 a move needs
-'ferry recover'.`,
+'ferry recover'.`
+
+func newDrainCmd(a *app) *cobra.Command {
+	o := &drainOptions{}
+	cmd := &cobra.Command{
+		Use:   "drain HOST",
+		Short: "Move every VM off a host (live for running ones, cold for stopped ones) and keep it in maintenance",
+		Long:  drainLong,
 		Example: `  ferry drain host1
   ferry drain host1 --dry-run
   ferry drain host1 --parallel 4 --max-per-target 2 --order largest
@@ -75,12 +81,7 @@ none running) and, if not, what is left and why. Exit codes: 0 the host is empty
   ferry drain host1 --cancel
   ferry drain host1 --status -o json
   ferry undrain host1`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("drain takes exactly one host (its inventory name), got %d arguments", len(args))
-			}
-			return nil
-		},
+		Args: oneArg("drain takes exactly one host (its inventory name)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.host = args[0]
 			if err := o.validate(cmd); err != nil {
@@ -100,14 +101,19 @@ none running) and, if not, what is left and why. Exit codes: 0 the host is empty
 			return o.run(cmd, a, c)
 		},
 	}
-	f := cmd.Flags()
-	f.IntVar(&o.parallel, "parallel", orchestrator.DefaultDrainParallel, "moves in flight out of the host at once")
-	f.IntVar(&o.maxPerTarget, "max-per-target", orchestrator.DefaultDrainMaxPerTarget, "moves in flight into any one destination at once")
+	o.addFlags(cmd.Flags())
+	return cmd
+}
+
+// addFlags registers the flags of `ferry drain` on f.
+func (o *drainOptions) addFlags(f *pflag.FlagSet) {
+	f.IntVar(&o.parallel, "parallel", drain.DefaultParallel, "moves in flight out of the host at once")
+	f.IntVar(&o.maxPerTarget, "max-per-target", drain.DefaultMaxPerTarget, "moves in flight into any one destination at once")
 	f.StringVar(&o.order, "order", "smallest", "order of the VMs: smallest (memory first), largest or name")
 	f.BoolVar(&o.runningOnly, "running-only", false, "move running VMs only; stopped ones stay (the host then counts as empty when none runs)")
 	f.BoolVar(&o.dryRun, "dry-run", false, "print the plan (destination of every VM and why) and change nothing")
-	f.IntVar(&o.retries, "retries", orchestrator.DefaultDrainRetries, "retries of a failed move")
-	f.StringVar(&o.backoff, "backoff", orchestrator.DefaultDrainBackoff.String(), "wait before the first retry (doubled for each next one)")
+	f.IntVar(&o.retries, "retries", drain.DefaultRetries, "retries of a failed move")
+	f.StringVar(&o.backoff, "backoff", drain.DefaultBackoff.String(), "wait before the first retry (doubled for each next one)")
 	f.StringSliceVar(&o.to, "to", nil, "destinations to use, comma-separated inventory names (default: every other host)")
 	f.StringArrayVar(&o.avoid, "avoid-label", nil, "never place on hosts with this label, key=value (repeatable)")
 	f.StringArrayVar(&o.prefer, "prefer-label", nil, "prefer hosts with this label, key=value (repeatable)")
@@ -115,11 +121,10 @@ none running) and, if not, what is left and why. Exit codes: 0 the host is empty
 	f.BoolVar(&o.cancel, "cancel", false, "ask the drain of HOST running elsewhere to stop starting moves")
 	f.BoolVar(&o.status, "status", false, "show the latest drain of HOST (running or finished) and exit")
 	o.live.register(f, "live moves: ")
-	return cmd
 }
 
 func (o *drainOptions) validate(cmd *cobra.Command) error {
-	if !orchestrator.ValidName(o.host) {
+	if !inventory.ValidName(o.host) {
 		return usagef("host %q is not a valid inventory name (letters, digits, '.', '_', '-')", o.host)
 	}
 	if o.cancel || o.status {
@@ -147,35 +152,9 @@ func (o *drainOptions) validate(cmd *cobra.Command) error {
 	if o.maxPerTarget < 1 {
 		return usagef("--max-per-target %d: must be at least 1", o.maxPerTarget)
 	}
-	for _, c := range []struct {
-		flag string
-		rng  orchestrator.Range
-		v    int
-	}{
-		{"--parallel", orchestrator.RangeParallel, o.parallel},
-		{"--max-per-target", orchestrator.RangeMaxPerTarget, o.maxPerTarget},
-		{"--retries", orchestrator.RangeRetries, o.retries},
-	} {
-		if err := c.rng.Check(c.flag, int64(c.v)); err != nil {
-			return usageError{err}
-		}
-	}
-	switch o.order {
-	case "smallest", "largest", "name":
-	default:
-		return usagef("--order %q: use smallest, largest or name", o.order)
-	}
-	backoff, err := parseDuration("--backoff", o.backoff, orchestrator.RangeBackoff)
+	backoff, err := parseDuration("--backoff", o.backoff, drain.RangeBackoff)
 	if err != nil {
 		return err
-	}
-	for _, t := range o.to {
-		if !orchestrator.ValidName(t) {
-			return usagef("--to %q is not a valid inventory name", t)
-		}
-		if t == o.host {
-			return usagef("--to %s is the host being drained", t)
-		}
 	}
 	place, err := parseLabels(o.avoid, o.prefer)
 	if err != nil {
@@ -185,9 +164,14 @@ func (o *drainOptions) validate(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	o.req = orchestrator.DrainRequest{Host: o.host, Parallel: o.parallel, MaxPerTarget: o.maxPerTarget, Order: o.order,
+	o.req = drain.Request{Host: o.host, Parallel: o.parallel, MaxPerTarget: o.maxPerTarget, Order: o.order,
 		RunningOnly: o.runningOnly, DryRun: o.dryRun, Retries: o.retries, Backoff: backoff, Targets: o.to,
-		Place: place, Live: live, Reason: o.reason}
+		Place: place, Live: live.Live, BandwidthMiBps: live.BandwidthMiBps, Reason: o.reason}
+	// The library's own checks, so that the CLI, the API and the library
+	// say the same thing; a refusal here is bad input (exit 2).
+	if err := drain.Validate(o.req); err != nil {
+		return usageError{err}
+	}
 	return nil
 }
 
@@ -219,7 +203,7 @@ func (o *drainOptions) run(cmd *cobra.Command, a *app, c *orchestrator.Controlle
 		pr = newDrainPrinter(out, isTerminal(out))
 		o.req.Progress = pr.update
 	}
-	rep, err := c.Drain(cmd.Context(), o.req)
+	rep, err := drain.Drain(cmd.Context(), c, o.req)
 	if pr != nil {
 		pr.finish()
 	}
@@ -230,9 +214,9 @@ func (o *drainOptions) run(cmd *cobra.Command, a *app, c *orchestrator.Controlle
 }
 
 func (o *drainOptions) runCancel(cmd *cobra.Command, a *app, c *orchestrator.Controller) error {
-	rep, err := c.Journal.CancelDrain(cmd.Context(), o.host)
+	rep, err := drain.Cancel(cmd.Context(), c.Journal, o.host)
 	if err != nil {
-		if errors.Is(err, orchestrator.ErrUnknownDrain) {
+		if errors.Is(err, drain.ErrUnknown) {
 			return usagef("no drain of %s is running (ferry drain %s --status shows the last one)", o.host, o.host)
 		}
 		return err
@@ -241,17 +225,17 @@ func (o *drainOptions) runCancel(cmd *cobra.Command, a *app, c *orchestrator.Con
 	if a.json() {
 		return writeJSON(out, rep)
 	}
-	if rep.State != orchestrator.DrainRunning {
+	if rep.State != drain.StateRunning {
 		printf(out, "drain %s of %s already ended (%s); nothing to cancel\n", short(rep.ID), rep.Host, rep.State)
 		return nil
 	}
-	printf(out, "asked drain %s of %s to stop: no new moves start; %d move(s) in flight finish\n", short(rep.ID), rep.Host, countState(rep, orchestrator.DrainVMMoving))
+	printf(out, "asked drain %s of %s to stop: no new moves start; %d move(s) in flight finish\n", short(rep.ID), rep.Host, countState(rep, drain.VMMoving))
 	return nil
 }
 
 func (o *drainOptions) runStatus(cmd *cobra.Command, a *app, c *orchestrator.Controller) error {
-	rep, err := c.Journal.LastDrain(cmd.Context(), o.host)
-	if errors.Is(err, orchestrator.ErrUnknownDrain) {
+	rep, err := drain.Last(cmd.Context(), c.Journal, o.host)
+	if errors.Is(err, drain.ErrUnknown) {
 		return usagef("%s has never been drained", o.host)
 	}
 	if err != nil {
@@ -260,7 +244,7 @@ func (o *drainOptions) runStatus(cmd *cobra.Command, a *app, c *orchestrator.Con
 	return report(cmd.OutOrStdout(), a, rep, nil, printDrainReport)
 }
 
-func countState(r *orchestrator.DrainReport, state string) int {
+func countState(r *drain.Report, state string) int {
 	n := 0
 	for _, v := range r.VMs {
 		if v.State == state {

@@ -7,7 +7,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/drain"
+	"github.com/ferryvm/ferry/units"
 )
 
 // drainPrinter shows a drain's progress: a line whenever a VM changes state
@@ -27,13 +28,13 @@ func newDrainPrinter(w io.Writer, tty bool) *drainPrinter {
 	return &drainPrinter{w: w, tty: tty, start: time.Now(), seen: map[string]string{}, line: statusLine{w: w}}
 }
 
-func (p *drainPrinter) update(r orchestrator.DrainReport) {
+func (p *drainPrinter) update(r drain.Report) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var lines []string
 	for _, v := range r.VMs {
 		key := v.State + "/" + v.Stage
-		if v.State != orchestrator.DrainVMMoving {
+		if v.State != drain.VMMoving {
 			key = v.State
 		}
 		if p.seen[v.VM] == key {
@@ -41,7 +42,7 @@ func (p *drainPrinter) update(r orchestrator.DrainReport) {
 		}
 		first := p.seen[v.VM] == ""
 		p.seen[v.VM] = key
-		if first && v.State == orchestrator.DrainVMPending {
+		if first && v.State == drain.VMPending {
 			continue
 		}
 		lines = append(lines, fmt.Sprintf("%7s  %s", dur(time.Since(p.start)), vmLine(v)))
@@ -70,23 +71,23 @@ func (p *drainPrinter) finish() {
 }
 
 // drainSummary is the one-line state of a drain.
-func drainSummary(r orchestrator.DrainReport) string {
+func drainSummary(r drain.Report) string {
 	s := fmt.Sprintf("%d/%d moved, %d moving, %d failed, %d left, %s sent", r.Moved, len(r.VMs),
-		countState(&r, orchestrator.DrainVMMoving), r.Failed, r.Left-countState(&r, orchestrator.DrainVMMoving), bytesIEC(r.SentBytes))
-	if n := countState(&r, orchestrator.DrainVMNotStarted); n > 0 {
+		countState(&r, drain.VMMoving), r.Failed, r.Left-countState(&r, drain.VMMoving), units.IEC(r.SentBytes))
+	if n := countState(&r, drain.VMNotStarted); n > 0 {
 		s += fmt.Sprintf(", %d not started", n)
 	}
-	if n := countState(&r, orchestrator.DrainVMSkipped); n > 0 {
+	if n := countState(&r, drain.VMSkipped); n > 0 {
 		s += fmt.Sprintf(", %d skipped", n)
 	}
 	return s
 }
 
 // vmLine describes one VM of a drain.
-func vmLine(v orchestrator.DrainVM) string {
-	head := fmt.Sprintf("%-16s %-5s %9s", v.VM, v.Kind, bytesIEC(v.MemoryBytes))
+func vmLine(v drain.VM) string {
+	head := fmt.Sprintf("%-16s %-5s %9s", v.VM, v.Kind, units.IEC(v.MemoryBytes))
 	switch v.State {
-	case orchestrator.DrainVMMoving:
+	case drain.VMMoving:
 		s := fmt.Sprintf("%s  -> %-10s %s", head, v.Dest, v.Stage)
 		if v.Percent > 0 {
 			s += fmt.Sprintf(" %.0f%%", v.Percent)
@@ -95,7 +96,7 @@ func vmLine(v orchestrator.DrainVM) string {
 			s += fmt.Sprintf(" (attempt %d)", v.Attempts)
 		}
 		return s
-	case orchestrator.DrainVMMoved:
+	case drain.VMMoved:
 		s := fmt.Sprintf("%s  -> %-10s moved", head, v.Dest)
 		if v.Kind == "live" {
 			s += fmt.Sprintf(", downtime %d ms", v.DowntimeMS)
@@ -104,9 +105,9 @@ func vmLine(v orchestrator.DrainVM) string {
 			s += fmt.Sprintf(", %s", dur(v.FinishedAt.Sub(v.StartedAt)))
 		}
 		return s
-	case orchestrator.DrainVMFailed:
+	case drain.VMFailed:
 		return fmt.Sprintf("%s  FAILED: %s", head, v.Error)
-	case orchestrator.DrainVMPending:
+	case drain.VMPending:
 		if v.Dest != "" { // a dry run's plan
 			return fmt.Sprintf("%s  -> %-10s %s", head, v.Dest, v.Reason)
 		}
@@ -125,9 +126,9 @@ func firstOf(s ...string) string {
 }
 
 // printDrainReport writes the outcome for humans.
-func printDrainReport(w io.Writer, r *orchestrator.DrainReport) {
+func printDrainReport(w io.Writer, r *drain.Report) {
 	switch r.State {
-	case orchestrator.DrainPlanned:
+	case drain.StatePlanned:
 		printf(w, "drain plan for %s (dry run, nothing changed; parallel %d, max %d per target):\n", r.Host, r.Parallel, r.MaxPerTarget)
 	default:
 		took := ""
@@ -142,12 +143,12 @@ func printDrainReport(w io.Writer, r *orchestrator.DrainReport) {
 	for _, v := range r.VMs {
 		printf(w, "  %s\n", vmLine(v))
 	}
-	if r.State == orchestrator.DrainPlanned {
+	if r.State == drain.StatePlanned {
 		return
 	}
 	printf(w, "%s\n", drainSummary(*r))
 	switch {
-	case r.State == orchestrator.DrainRunning:
+	case r.State == drain.StateRunning:
 		printf(w, "still running (owner %s)\n", r.Owner)
 	case r.Empty:
 		printf(w, "%s is empty and stays in maintenance; 'ferry undrain %s' returns it to service\n", r.Host, r.Host)

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ferryvm/ferry/coldmove"
+	"github.com/ferryvm/ferry/drain"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
@@ -43,11 +46,11 @@ func TestDrainCommandInput(t *testing.T) {
 // The summary counts every VM: a cancelled drain's not-started VMs are not
 // hidden behind "0 left".
 func TestDrainSummaryCountsNotStarted(t *testing.T) {
-	r := orchestrator.DrainReport{Moved: 1, VMs: []orchestrator.DrainVM{
-		{VM: "a", State: orchestrator.DrainVMMoved},
-		{VM: "b", State: orchestrator.DrainVMNotStarted},
-		{VM: "c", State: orchestrator.DrainVMNotStarted},
-		{VM: "d", State: orchestrator.DrainVMSkipped},
+	r := drain.Report{Moved: 1, VMs: []drain.VM{
+		{VM: "a", State: drain.VMMoved},
+		{VM: "b", State: drain.VMNotStarted},
+		{VM: "c", State: drain.VMNotStarted},
+		{VM: "d", State: drain.VMSkipped},
 	}}
 	if got, want := drainSummary(r), "1/4 moved, 0 moving, 0 failed, 0 left, 0 B sent, 2 not started, 1 skipped"; got != want {
 		t.Fatalf("summary %q, want %q", got, want)
@@ -76,19 +79,15 @@ func TestStatusLine(t *testing.T) {
 func TestPrintersOnATerminal(t *testing.T) {
 	var b bytes.Buffer
 	pp := newProgressPrinter(&b, true)
-	pp.update(orchestrator.Progress{Stage: orchestrator.StagePreCopy, Message: "pre-copy started"})
-	pp.update(orchestrator.Progress{Stage: orchestrator.StagePreCopy, TotalBytes: 100, Percent: 50})
+	pp.update(orchestrator.Progress{Stage: journal.StagePreCopy, Message: "pre-copy started"})
+	pp.update(orchestrator.Progress{Stage: journal.StagePreCopy, Percent: 50, Live: &orchestrator.LiveProgress{TotalBytes: 100}})
 	pp.finish()
 	cp := newColdPrinter(&b, true)
-	var cm orchestrator.ColdProgress
-	cm.Message = "2 artifacts"
-	cp.update(cm)
-	var cf orchestrator.ColdProgress
-	cf.TotalBytes, cf.MoveTotalBytes, cf.MovePositionBytes, cf.Artifact = 100, 100, 50, "disk vda"
-	cp.update(cf)
+	cp.update(orchestrator.Progress{Message: "2 artifacts", Cold: &orchestrator.ColdProgress{}})
+	cp.update(orchestrator.Progress{Percent: 50, Cold: &orchestrator.ColdProgress{Progress: coldmove.Progress{TotalBytes: 100, MoveTotalBytes: 100, MovePositionBytes: 50, Artifact: "disk vda"}}})
 	cp.finish()
 	dp := newDrainPrinter(&b, true)
-	dp.update(orchestrator.DrainReport{Host: "host1", VMs: []orchestrator.DrainVM{{VM: "web", State: orchestrator.DrainVMMoving, Stage: "pre-copy"}}})
+	dp.update(drain.Report{Host: "host1", VMs: []drain.VM{{VM: "web", State: drain.VMMoving, Stage: "pre-copy"}}})
 	dp.finish()
 	for _, want := range []string{"pre-copy started\n", "50.0%", "2 artifacts\n", "disk vda", "web", "host1: 0/1 moved, 1 moving"} {
 		if !strings.Contains(b.String(), want) {

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"text/tabwriter"
 	"time"
 
 	"golang.org/x/term"
+
+	"github.com/ferryvm/ferry/units"
 )
 
 func jsonEncoder(w io.Writer) *json.Encoder {
@@ -21,21 +24,7 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// bytesIEC prints a byte count the way operators read memory sizes.
-func bytesIEC(b uint64) string {
-	const unit = 1024
-	if b < unit {
-		return fmt.Sprintf("%d B", b)
-	}
-	div, exp := uint64(unit), 0
-	for n := b / unit; n >= unit; n /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(b)/float64(div), "KMGTPE"[exp])
-}
-
-func rate(bps uint64) string { return bytesIEC(bps) + "/s" }
+func rate(bps uint64) string { return units.IEC(bps) + "/s" }
 
 func dur(d time.Duration) string {
 	switch {
@@ -45,4 +34,27 @@ func dur(d time.Duration) string {
 		return fmt.Sprintf("%.2f s", d.Seconds())
 	}
 	return d.Round(time.Second).String()
+}
+
+// writeJSONList writes rows as a JSON array: [] rather than null when there
+// are none, so that scripts can always iterate over the answer.
+func writeJSONList[T any](out io.Writer, rows []T) error {
+	if rows == nil {
+		rows = []T{}
+	}
+	return writeJSON(out, rows)
+}
+
+// writeList writes the rows of a listing command as a JSON array, or for
+// humans as a table: header, then one line per row written by row.
+func writeList[T any](out io.Writer, a *app, rows []T, header string, row func(w io.Writer, r T)) error {
+	if a.json() {
+		return writeJSONList(out, rows)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, r := range rows {
+		row(tw, r)
+	}
+	return tw.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/ferryvm/ferry/drain"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
@@ -14,7 +15,7 @@ func FuzzParseDuration(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, v string) {
-		for _, rng := range []orchestrator.DurationRange{orchestrator.RangeMaxDowntime, orchestrator.RangeTimeout, orchestrator.RangeBackoff} {
+		for _, rng := range []orchestrator.DurationRange{orchestrator.RangeMaxDowntime, orchestrator.RangeTimeout, drain.RangeBackoff} {
 			d, err := parseDuration("--x", v, rng)
 			if err != nil {
 				var ue usageError
@@ -69,17 +70,17 @@ func FuzzLiveFlags(f *testing.F) {
 			return
 		}
 		for _, err := range []error{
-			orchestrator.RangeMaxDowntime.Check("md", r.MaxDowntime),
-			orchestrator.RangeDowntimeCeiling.Check("ceil", r.DowntimeCeiling),
-			orchestrator.RangeCompletionTimeout.Check("ct", r.CompletionTimeout),
+			orchestrator.RangeMaxDowntime.Check("md", r.Live.MaxDowntime),
+			orchestrator.RangeDowntimeCeiling.Check("ceil", r.Live.DowntimeCeiling),
+			orchestrator.RangeCompletionTimeout.Check("ct", r.Live.CompletionTimeout),
 			orchestrator.RangeBandwidthMiBps.CheckUint("bw", r.BandwidthMiBps),
 		} {
 			if err != nil {
 				t.Fatalf("%+v accepted: %v", l, err)
 			}
 		}
-		if r.DowntimeCeiling > 0 && r.DowntimeCeiling < r.MaxDowntime {
-			t.Fatalf("ceiling %s below max downtime %s", r.DowntimeCeiling, r.MaxDowntime)
+		if r.Live.DowntimeCeiling > 0 && r.Live.DowntimeCeiling < r.Live.MaxDowntime {
+			t.Fatalf("ceiling %s below max downtime %s", r.Live.DowntimeCeiling, r.Live.MaxDowntime)
 		}
 	})
 }

@@ -2,11 +2,12 @@ package main
 
 import (
 	"fmt"
-	"text/tabwriter"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
@@ -27,7 +28,7 @@ func newHistoryCmd(a *app) *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch o.state {
-			case "", orchestrator.StateRunning, orchestrator.StateCompleted, orchestrator.StateRefused, orchestrator.StateRolledBack, orchestrator.StateFailed:
+			case "", journal.StateRunning, journal.StateCompleted, journal.StateRefused, journal.StateRolledBack, journal.StateFailed:
 			default:
 				return usagef("--outcome %q: use running, completed, refused, rolled_back or failed", o.state)
 			}
@@ -38,31 +39,11 @@ func newHistoryCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			rows, err := j.List(cmd.Context(), orchestrator.ListFilter{VM: o.vm, State: o.state, Limit: o.limit})
+			rows, err := j.List(cmd.Context(), journal.ListFilter{VM: o.vm, State: o.state, Limit: o.limit})
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if a.json() {
-				if rows == nil {
-					rows = []*orchestrator.Record{}
-				}
-				return writeJSON(out, rows)
-			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tVM\tFROM\tTO\tSTATE\tSTAGE\tSTARTED\tDURATION\tDOWNTIME\tERROR")
-			for _, r := range rows {
-				d, dt := "-", "-"
-				if r.FinishedAt != nil {
-					d = dur(r.FinishedAt.Sub(r.StartedAt))
-				}
-				if r.DowntimeMS != nil {
-					dt = dur(time.Duration(*r.DowntimeMS) * time.Millisecond)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", short(r.ID), r.VM, dash(r.Source), dash(r.Dest), r.State, r.StageName,
-					r.StartedAt.Local().Format("2006-01-02 15:04:05"), d, dt, truncate(r.Error, 70))
-			}
-			return tw.Flush()
+			return writeList(cmd.OutOrStdout(), a, rows, "ID\tVM\tFROM\tTO\tSTATE\tSTAGE\tSTARTED\tDURATION\tDOWNTIME\tERROR", historyRow)
 		},
 	}
 	f := cmd.Flags()
@@ -71,6 +52,19 @@ func newHistoryCmd(a *app) *cobra.Command {
 	f.StringVar(&o.state, "outcome", "", "only this state: running, completed, refused, rolled_back, failed")
 	f.IntVar(&o.limit, "limit", 50, "at most this many rows (0: all)")
 	return cmd
+}
+
+// historyRow is one migration in the `ferry history` table.
+func historyRow(w io.Writer, r *journal.Record) {
+	d, dt := "-", "-"
+	if r.FinishedAt != nil {
+		d = dur(r.FinishedAt.Sub(r.StartedAt))
+	}
+	if r.DowntimeMS != nil {
+		dt = dur(time.Duration(*r.DowntimeMS) * time.Millisecond)
+	}
+	fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", short(r.ID), r.VM, dash(r.Source), dash(r.Dest), r.State, r.StageName,
+		r.StartedAt.Local().Format("2006-01-02 15:04:05"), d, dt, truncate(r.Error, 70))
 }
 
 func dash(s string) string {

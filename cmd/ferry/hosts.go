@@ -6,7 +6,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/journal"
+	"github.com/ferryvm/ferry/units"
 )
 
 type hostsOptions struct{ names []string }
@@ -42,7 +43,7 @@ func newHostsCmd(a *app) *cobra.Command {
 					continue
 				}
 				fmt.Fprintf(tw, "%s\t%s\tyes\t%s / %s\t%s\t%d\t%d/%d\t%s\t%s\t%s\n", h.Name, h.URI,
-					bytesIEC(h.FreeMemoryBytes), bytesIEC(h.MemoryBytes), bytesIEC(h.ReservedBytes), h.CPUs,
+					units.IEC(h.FreeMemoryBytes), units.IEC(h.MemoryBytes), units.IEC(h.ReservedBytes), h.CPUs,
 					h.VMsRunning, h.VMsDefined, h.LibvirtVersion, h.QEMUVersion, maintText(h.Maintenance))
 			}
 			if err := tw.Flush(); err != nil {
@@ -56,7 +57,7 @@ func newHostsCmd(a *app) *cobra.Command {
 	}
 }
 
-func maintText(m *orchestrator.MaintenanceMark) string {
+func maintText(m *journal.MaintenanceMark) string {
 	if m == nil {
 		return "-"
 	}

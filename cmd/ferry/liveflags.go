@@ -28,7 +28,7 @@ func (l *liveFlags) register(f *pflag.FlagSet, prefix string) {
 	f.StringVar(&l.onTimeout, "on-timeout", "abort", prefix+"at the completion deadline: abort, postcopy or pause")
 }
 
-// parse checks the flags and returns them as a request template.
+// parse checks the flags and returns them as a live move's request template.
 func (l *liveFlags) parse() (orchestrator.Request, error) {
 	var r orchestrator.Request
 	md, err := parseDuration("--max-downtime", l.maxDowntime, orchestrator.RangeMaxDowntime)
@@ -66,6 +66,6 @@ func (l *liveFlags) parse() (orchestrator.Request, error) {
 	default:
 		return r, usagef("--on-timeout %q: use abort, postcopy or pause", l.onTimeout)
 	}
-	return orchestrator.Request{MaxDowntime: md, BandwidthMiBps: bw, DowntimeCeiling: ceil, AllowPostcopy: l.postcopy,
-		CompletionTimeout: ct, OnTimeout: l.onTimeout, PostcopyResumeWindow: rw}, nil
+	return orchestrator.Request{Kind: orchestrator.KindLive, BandwidthMiBps: bw, Live: orchestrator.LiveOptions{MaxDowntime: md, DowntimeCeiling: ceil,
+		AllowPostcopy: l.postcopy, CompletionTimeout: ct, OnTimeout: l.onTimeout, PostcopyResumeWindow: rw}}, nil
 }

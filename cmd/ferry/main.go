@@ -12,6 +12,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/ferryvm/ferry/drain"
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
@@ -41,8 +44,19 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.As(err, &ue), errors.Is(err, orchestrator.ErrRefused), errors.Is(err, orchestrator.ErrInvalidRequest),
-		errors.Is(err, orchestrator.ErrNoRecord), errors.Is(err, orchestrator.ErrUnknownDrain):
+	case errors.As(err, &ue):
+		return exitRefused
+	case errors.Is(err, drain.ErrIncomplete), errors.Is(err, drain.ErrCancelled):
+		// Its VMs' errors ride along (refusals among them): the drain
+		// itself ran, and one of them may need recover.
+		if errors.Is(err, orchestrator.ErrNeedsRecovery) {
+			return exitRecover
+		}
+		return exitFailure
+	case errors.Is(err, journal.ErrDatabase):
+		return exitFailure
+	case errors.Is(err, orchestrator.ErrRefused), errors.Is(err, orchestrator.ErrInvalidRequest), errors.Is(err, inventory.ErrInvalid),
+		errors.Is(err, journal.ErrNoRecord), errors.Is(err, journal.ErrAmbiguousID), errors.Is(err, drain.ErrUnknown):
 		return exitRefused
 	case errors.Is(err, orchestrator.ErrRolledBack):
 		return exitRolledBack

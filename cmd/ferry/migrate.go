@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/ferryvm/ferry/inventory"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
@@ -30,16 +32,12 @@ type migrateOptions struct {
 	force           bool
 	changed         func(string) bool
 
-	req  orchestrator.Request
-	creq orchestrator.ColdRequest
+	req orchestrator.Request
 }
 
-func newMigrateCmd(a *app) *cobra.Command {
-	o := &migrateOptions{}
-	cmd := &cobra.Command{
-		Use:   "migrate VM --to HOST",
-		Short: "Live-migrate a running VM to another host",
-		Long: `Live-migrate a running VM to another host as a six-stage transaction:
+// migrateLong is the help of `ferry migrate`: the stages of a live move, the
+// pre-copy control and the cold path.
+const migrateLong = `Live-migrate a running VM to another host as a six-stage transaction:
 
   0 pre-migration   find the VM on its host, check it runs, snapshot its definition;
                     pre-migration hooks and webhooks may veto the move (exit 2)
@@ -77,8 +75,9 @@ source (with its NVRAM) and its files deleted (--keep-source keeps them). Any fa
 Ctrl-C before that removes what was copied and leaves the source as it was; 'ferry
 recover' reverts or finishes an interrupted move, and running the same command again
 resumes it, skipping files already copied and verified. A running VM is refused unless
---shutdown (guest shutdown, --shutdown-timeout, then --force destroys it).`,
-		Example: `  ferry migrate web-01 --to host2
+--shutdown (guest shutdown, --shutdown-timeout, then --force destroys it).`
+
+const migrateExample = `  ferry migrate web-01 --to host2
   ferry migrate web-01 --to qemu+tcp://10.0.0.12/system --from host1 --max-downtime 500ms
   ferry migrate db-02 --to host3 --bandwidth 200 --timeout 10m -o json
   ferry migrate web-01 --to host2 --dry-run
@@ -86,13 +85,16 @@ resumes it, skipping files already copied and verified. A running VM is refused 
   ferry migrate busy-db --to host2 --allow-postcopy --on-timeout postcopy
   ferry migrate db-02 --to host3 --cold --plan
   ferry migrate db-02 --to host3 --cold --to-pool fast --start
-  ferry migrate web-01 --to host2 --cold --shutdown --shutdown-timeout 2m --force`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("migrate takes exactly one VM (name or UUID), got %d arguments", len(args))
-			}
-			return nil
-		},
+  ferry migrate web-01 --to host2 --cold --shutdown --shutdown-timeout 2m --force`
+
+func newMigrateCmd(a *app) *cobra.Command {
+	o := &migrateOptions{}
+	cmd := &cobra.Command{
+		Use:     "migrate VM --to HOST",
+		Short:   "Live-migrate a running VM to another host",
+		Long:    migrateLong,
+		Example: migrateExample,
+		Args:    oneArg("migrate takes exactly one VM (name or UUID)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.vm = args[0]
 			c, err := a.controller(cmd.Context())
@@ -102,15 +104,21 @@ resumes it, skipping files already copied and verified. A running VM is refused 
 			c.Log = c.Log.WithField("cmd", "migrate")
 			o.changed = cmd.Flags().Changed
 			if err := o.validate(); err != nil {
-				return c.Refuse(cmd.Context(), orchestrator.Request{VM: o.vm, To: o.to, From: o.from}, err)
-			}
-			if o.cold {
-				return o.runCold(cmd, a, c)
+				kind := orchestrator.KindLive
+				if o.cold {
+					kind = orchestrator.KindCold
+				}
+				return c.Refuse(cmd.Context(), orchestrator.Request{Kind: kind, VM: o.vm, To: o.to, From: o.from}, err)
 			}
 			return o.run(cmd, a, c)
 		},
 	}
-	f := cmd.Flags()
+	o.addFlags(cmd.Flags())
+	return cmd
+}
+
+// addFlags registers the flags of `ferry migrate` on f.
+func (o *migrateOptions) addFlags(f *pflag.FlagSet) {
 	f.StringVar(&o.to, "to", "", "destination host: inventory name or libvirt URI (required)")
 	f.StringVar(&o.from, "from", "", "source host (default: the inventory host where the VM runs)")
 	o.live.register(f, "")
@@ -125,7 +133,6 @@ resumes it, skipping files already copied and verified. A running VM is refused 
 	f.BoolVar(&o.shutdown, "shutdown", false, "--cold: shut a running VM down first (guest shutdown request)")
 	f.StringVar(&o.shutdownTimeout, "shutdown-timeout", "60s", "--cold --shutdown: how long to wait for the guest to power off")
 	f.BoolVar(&o.force, "force", false, "--cold --shutdown: destroy the VM if it is still running after --shutdown-timeout")
-	return cmd
 }
 
 func (o *migrateOptions) validate() error {
@@ -151,8 +158,8 @@ func (o *migrateOptions) validate() error {
 	if err != nil {
 		return err
 	}
-	req.VM, req.To, req.From, req.Timeout = o.vm, o.to, o.from, to
-	req.CopyStorage, req.DryRun, req.PlanOnly = o.copyStorage, o.dryRun, o.plan
+	req.VM, req.To, req.From, req.Live.Timeout = o.vm, o.to, o.from, to
+	req.Live.CopyStorage, req.DryRun, req.PlanOnly = o.copyStorage, o.dryRun, o.plan
 	o.req = req
 	return nil
 }
@@ -181,18 +188,35 @@ func rangeErr(err error) error {
 	return usageError{err}
 }
 
+// progressDisplay shows a move's progress as it goes, then its end:
+// progressPrinter for a live move, coldPrinter for a cold one.
+type progressDisplay interface {
+	update(orchestrator.Progress)
+	finish()
+}
+
+// run carries out the validated request and reports its result. Humans
+// get a progress display while it runs; JSON output and --plan do not.
 func (o *migrateOptions) run(cmd *cobra.Command, a *app, c *orchestrator.Controller) error {
 	out := cmd.OutOrStdout()
-	var pr *progressPrinter
+	printRes := printResult
+	if o.cold {
+		printRes = printColdResult
+	}
+	var disp progressDisplay
 	if !a.json() && !o.plan {
-		pr = newProgressPrinter(out, isTerminal(out))
-		o.req.Progress = pr.update
+		if o.cold {
+			disp = newColdPrinter(out, isTerminal(out))
+		} else {
+			disp = newProgressPrinter(out, isTerminal(out))
+		}
+		o.req.Progress = disp.update
 	}
 	res, err := c.Migrate(cmd.Context(), o.req)
-	if pr != nil {
-		pr.finish()
+	if disp != nil {
+		disp.finish()
 	}
-	return report(out, a, res, err, printResult)
+	return report(out, a, res, err, printRes)
 }
 
 func (o *migrateOptions) validateCold() error {
@@ -212,26 +236,12 @@ func (o *migrateOptions) validateCold() error {
 	if err != nil {
 		return err
 	}
-	if o.toPool != "" && !orchestrator.ValidName(o.toPool) {
+	if o.toPool != "" && !inventory.ValidName(o.toPool) {
 		return usagef("--to-pool %q is not a valid pool name", o.toPool)
 	}
-	o.creq = orchestrator.ColdRequest{VM: o.vm, To: o.to, From: o.from, ToPool: o.toPool, PlanOnly: o.plan,
-		KeepSource: o.keepSource, Start: o.start, Shutdown: o.shutdown, ShutdownTimeout: st, Force: o.force, BandwidthMiBps: bw}
+	o.req = orchestrator.Request{Kind: orchestrator.KindCold, VM: o.vm, To: o.to, From: o.from, PlanOnly: o.plan, BandwidthMiBps: bw,
+		Cold: orchestrator.ColdOptions{ToPool: o.toPool, KeepSource: o.keepSource, Start: o.start, Shutdown: o.shutdown, ShutdownTimeout: st, Force: o.force}}
 	return nil
-}
-
-func (o *migrateOptions) runCold(cmd *cobra.Command, a *app, c *orchestrator.Controller) error {
-	out := cmd.OutOrStdout()
-	var pr *coldPrinter
-	if !a.json() && !o.plan {
-		pr = newColdPrinter(out, isTerminal(out))
-		o.creq.Progress = pr.update
-	}
-	res, err := c.MigrateCold(cmd.Context(), o.creq)
-	if pr != nil {
-		pr.finish()
-	}
-	return report(out, a, res, err, printColdResult)
 }
 
 // report writes a migration's result as JSON or for humans; err, the

@@ -7,7 +7,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/units"
 )
 
 // What ferry migrate --cold prints for humans: progress, plan and result.
@@ -26,10 +28,14 @@ func newColdPrinter(w io.Writer, tty bool) *coldPrinter {
 	return &coldPrinter{w: w, tty: tty, line: statusLine{w: w}}
 }
 
-func (p *coldPrinter) update(pr orchestrator.ColdProgress) {
+func (p *coldPrinter) update(pr orchestrator.Progress) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	head := fmt.Sprintf("[%d %-13s] %7s", int(pr.Stage), pr.StageName, dur(time.Duration(pr.ElapsedMS)*time.Millisecond))
+	c := pr.Cold
+	if c == nil {
+		c = &orchestrator.ColdProgress{}
+	}
 	if pr.Message != "" {
 		if p.tty {
 			p.line.keep(head + "  " + pr.Message)
@@ -38,12 +44,11 @@ func (p *coldPrinter) update(pr orchestrator.ColdProgress) {
 		}
 		return
 	}
-	if pr.TotalBytes == 0 {
+	if c.TotalBytes == 0 {
 		return
 	}
-	pct := 100 * float64(pr.MovePositionBytes) / float64(max(pr.MoveTotalBytes, 1))
-	line := fmt.Sprintf("%s  %5.1f%%  %d/%d %s  %s sent  %s  ETA %s", head, pct, pr.Index+1, pr.Count, pr.Artifact,
-		bytesIEC(uint64(pr.MoveSentBytes)), rate(pr.RateBytesPerSec), dur(time.Duration(pr.ETAMS)*time.Millisecond))
+	line := fmt.Sprintf("%s  %5.1f%%  %d/%d %s  %s sent  %s  ETA %s", head, pr.Percent, c.Index+1, c.Count, c.Artifact,
+		units.IEC(uint64(c.MoveSentBytes)), rate(c.RateBytesPerSec), dur(time.Duration(c.ETAMS)*time.Millisecond))
 	if p.tty {
 		p.line.redraw(line)
 		return
@@ -60,8 +65,8 @@ func (p *coldPrinter) finish() {
 	p.line.end()
 }
 
-func printColdPlan(w io.Writer, r *orchestrator.ColdResult) {
-	p := r.Plan
+func printColdPlan(w io.Writer, r *orchestrator.Result) {
+	p := r.Cold.Plan
 	how := "sparse streams"
 	if !p.Sparse {
 		how = p.SparseNote
@@ -74,8 +79,8 @@ func printColdPlan(w io.Writer, r *orchestrator.ColdResult) {
 		if a.DstPool != "" {
 			dst += " (pool " + a.DstPool + ")"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name(), a.Format, bytesIEC(a.CapacityBytes), bytesIEC(a.AllocatedBytes),
-			bytesIEC(a.PhysicalBytes), bytesIEC(a.WireBytes(p.Sparse)), a.SrcPath, dst)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.Name(), a.Format, units.IEC(a.CapacityBytes), units.IEC(a.AllocatedBytes),
+			units.IEC(a.PhysicalBytes), units.IEC(a.WireBytes(p.Sparse)), a.SrcPath, dst)
 	}
 	tw.Flush()
 	for _, a := range p.Artifacts {
@@ -83,29 +88,30 @@ func printColdPlan(w io.Writer, r *orchestrator.ColdResult) {
 			fmt.Fprintf(w, "  note: %s: %s\n", a.Name(), a.Note)
 		}
 	}
-	fmt.Fprintf(w, "  bytes to move     %s (files: %s)\n", bytesIEC(p.BytesToMove), bytesIEC(p.TotalBytes))
+	fmt.Fprintf(w, "  bytes to move     %s (files: %s)\n", units.IEC(p.BytesToMove), units.IEC(p.TotalBytes))
 	for _, ps := range p.Pools {
 		mark := "ok"
 		if !ps.Enough {
 			mark = "NOT ENOUGH"
 		}
 		if ps.New {
-			fmt.Fprintf(w, "  destination space %s: needs %s, no pool there yet (created when copying)\n", ps.Path, bytesIEC(ps.NeedBytes))
+			fmt.Fprintf(w, "  destination space %s: needs %s, no pool there yet (created when copying)\n", ps.Path, units.IEC(ps.NeedBytes))
 			continue
 		}
-		fmt.Fprintf(w, "  destination space %s (%s): needs %s, %s free: %s\n", ps.Pool, ps.Path, bytesIEC(ps.NeedBytes), bytesIEC(ps.AvailableBytes), mark)
+		fmt.Fprintf(w, "  destination space %s (%s): needs %s, %s free: %s\n", ps.Pool, ps.Path, units.IEC(ps.NeedBytes), units.IEC(ps.AvailableBytes), mark)
 	}
 	for _, pr := range p.Problems {
 		fmt.Fprintf(w, "  problem: %s\n", pr)
 	}
 }
 
-func printColdResult(w io.Writer, r *orchestrator.ColdResult) {
-	if r == nil {
+func printColdResult(w io.Writer, r *orchestrator.Result) {
+	if r == nil || r.Cold == nil {
 		return
 	}
-	if r.PlanOnly || (r.State == orchestrator.StateRefused && r.Plan != nil) {
-		if r.Plan != nil {
+	c := r.Cold
+	if c.PlanOnly || (r.State == journal.StateRefused && c.Plan != nil) {
+		if c.Plan != nil {
 			printColdPlan(w, r)
 		}
 		for _, ch := range r.Checks {
@@ -121,39 +127,39 @@ func printColdResult(w io.Writer, r *orchestrator.ColdResult) {
 		return
 	}
 	switch r.State {
-	case orchestrator.StateCompleted:
+	case journal.StateCompleted:
 		fmt.Fprintf(w, "moved %s cold: %s -> %s\n", r.VM, r.Source, r.Dest)
 		fmt.Fprintf(w, "  total time    %s\n", dur(time.Duration(r.TotalMS)*time.Millisecond))
-		if r.Plan != nil {
+		if c.Plan != nil {
 			how := "sparse"
-			if !r.Plan.Sparse {
-				how = r.Plan.SparseNote
+			if !c.Plan.Sparse {
+				how = c.Plan.SparseNote
 			}
-			fmt.Fprintf(w, "  data sent     %s (%s) for %s of files\n", bytesIEC(uint64(r.SentBytes)), how, bytesIEC(r.Plan.TotalBytes))
+			fmt.Fprintf(w, "  data sent     %s (%s) for %s of files\n", units.IEC(uint64(c.SentBytes)), how, units.IEC(c.Plan.TotalBytes))
 		}
-		if r.ResumedFrom != "" {
-			fmt.Fprintf(w, "  resumed       %s\n", r.ResumedFrom)
+		if c.ResumedFrom != "" {
+			fmt.Fprintf(w, "  resumed       %s\n", c.ResumedFrom)
 		}
-		if r.Shutdown != "" {
-			fmt.Fprintf(w, "  shutdown      %s\n", r.Shutdown)
+		if c.Shutdown != "" {
+			fmt.Fprintf(w, "  shutdown      %s\n", c.Shutdown)
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-		for _, a := range r.Artifacts {
+		for _, a := range c.Artifacts {
 			state := a.State
 			if a.Skipped {
 				state += " (skipped: copied by the interrupted run)"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", a.Name(), bytesIEC(uint64(a.SentBytes)), a.Checksum, a.DstPath, state)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", a.Name(), units.IEC(uint64(a.SentBytes)), a.Checksum, a.DstPath, state)
 		}
 		tw.Flush()
 		var kept []string
-		for _, a := range r.Artifacts {
+		for _, a := range c.Artifacts {
 			if a.State == "kept" && a.KeepReason != "" {
 				kept = append(kept, fmt.Sprintf("%s: %s", a.SrcPath, a.KeepReason))
 			}
 		}
 		switch {
-		case r.KeepSource:
+		case c.KeepSource:
 			fmt.Fprintf(w, "  source        definition removed, files kept (--keep-source)\n")
 		case len(kept) > 0:
 			fmt.Fprintf(w, "  source        definition and files removed, except:\n")
@@ -163,16 +169,16 @@ func printColdResult(w io.Writer, r *orchestrator.ColdResult) {
 		default:
 			fmt.Fprintf(w, "  source        definition and files removed\n")
 		}
-		if r.Started {
+		if c.StartedOnDest {
 			fmt.Fprintf(w, "  started       on %s\n", r.Dest)
 		}
 		fmt.Fprintf(w, "  migration id  %s\n", r.ID)
-		for _, s := range append(r.Warnings, r.HookErrors...) {
+		for _, s := range append(c.Warnings, r.HookErrors...) {
 			fmt.Fprintf(w, "  warning       %s\n", s)
 		}
-	case orchestrator.StateRolledBack:
+	case journal.StateRolledBack:
 		fmt.Fprintf(w, "rolled back: %s stays on %s, the copies on %s were removed (migration id %s)\n", r.VM, r.Source, r.Dest, r.ID)
-	case orchestrator.StateFailed:
+	case journal.StateFailed:
 		fmt.Fprintf(w, "cold move %s of %s needs recovery: run `ferry recover`\n", r.ID, r.VM)
 	}
 }

@@ -5,16 +5,19 @@ import (
 	"io"
 	"time"
 
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/units"
 )
 
 // What ferry migrate prints for humans: the live result and plan.
 
 func printResult(w io.Writer, r *orchestrator.Result) {
-	if r == nil {
+	if r == nil || r.Live == nil {
 		return
 	}
-	if r.Plan != nil && r.DryRun {
+	l := r.Live
+	if l.Plan != nil && r.DryRun {
 		printPlan(w, r)
 	}
 	if r.DryRun {
@@ -31,44 +34,44 @@ func printResult(w io.Writer, r *orchestrator.Result) {
 		return
 	}
 	switch r.State {
-	case orchestrator.StateCompleted:
+	case journal.StateCompleted:
 		fmt.Fprintf(w, "migrated %s: %s -> %s\n", r.VM, r.Source, r.Dest)
-		fmt.Fprintf(w, "  total time    %s (migration %s)\n", dur(time.Duration(r.TotalMS)*time.Millisecond), dur(time.Duration(r.MigrationMS)*time.Millisecond))
-		fmt.Fprintf(w, "  downtime      %s\n", dur(r.Downtime))
-		fmt.Fprintf(w, "  data sent     %s of %s memory\n", bytesIEC(r.DataSent), bytesIEC(r.MemoryBytes))
-		fmt.Fprintf(w, "  iterations    %d\n", r.Iterations)
-		if r.Strategy != "" {
-			how := r.Strategy
-			if r.Postcopy {
+		fmt.Fprintf(w, "  total time    %s (migration %s)\n", dur(time.Duration(r.TotalMS)*time.Millisecond), dur(time.Duration(l.MigrationMS)*time.Millisecond))
+		fmt.Fprintf(w, "  downtime      %s\n", dur(l.Downtime))
+		fmt.Fprintf(w, "  data sent     %s of %s memory\n", units.IEC(l.DataSent), units.IEC(l.MemoryBytes))
+		fmt.Fprintf(w, "  iterations    %d\n", l.Iterations)
+		if l.Strategy != "" {
+			how := l.Strategy
+			if l.Postcopy {
 				how += ", finished in post-copy"
 			}
-			fmt.Fprintf(w, "  strategy      %s (%d policy actions)\n", how, len(r.PolicyActions))
+			fmt.Fprintf(w, "  strategy      %s (%d policy actions)\n", how, len(l.PolicyActions))
 		}
 		fmt.Fprintf(w, "  migration id  %s\n", r.ID)
 		for _, h := range r.HookErrors {
 			fmt.Fprintf(w, "  warning       %s\n", h)
 		}
-	case orchestrator.StateRolledBack:
+	case journal.StateRolledBack:
 		fmt.Fprintf(w, "rolled back: %s keeps running on %s (migration id %s)\n", r.VM, r.Source, r.ID)
 		for _, h := range r.HookErrors {
 			fmt.Fprintf(w, "  warning       %s\n", h)
 		}
-	case orchestrator.StateFailed:
+	case journal.StateFailed:
 		fmt.Fprintf(w, "migration %s of %s needs recovery: run `ferry recover`\n", r.ID, r.VM)
 	}
 }
 
 func printPlan(w io.Writer, r *orchestrator.Result) {
-	p := r.Plan
+	p := r.Live.Plan
 	in := p.Inputs
 	fmt.Fprintf(w, "plan for %s: %s -> %s\n", r.VM, r.Source, r.Dest)
-	fmt.Fprintf(w, "  memory            %s\n", bytesIEC(uint64(in.MemoryBytes)))
+	fmt.Fprintf(w, "  memory            %s\n", units.IEC(uint64(in.MemoryBytes)))
 	fmt.Fprintf(w, "  dirty rate        %s (%s)\n", rate(uint64(in.DirtyBytesPerSec)), p.DirtyRateSource)
 	fmt.Fprintf(w, "  bandwidth         %s (%s)\n", rate(uint64(in.BandwidthBytesPerSec)), p.BandwidthSource)
 	pre := p.Precopy
 	if pre.Converges {
 		fmt.Fprintf(w, "  plain pre-copy    converges at %d ms: %d rounds, %s, %s sent, pause %s\n", pre.DowntimeLimitMS, pre.Rounds,
-			dur(pre.Total()), bytesIEC(uint64(pre.SentBytes)), dur(pre.Downtime()))
+			dur(pre.Total()), units.IEC(uint64(pre.SentBytes)), dur(pre.Downtime()))
 	} else {
 		fmt.Fprintf(w, "  plain pre-copy    does not converge at %d ms (needs a downtime limit of %s)\n", pre.DowntimeLimitMS,
 			dur(time.Duration(pre.NeededDowntimeMS)*time.Millisecond))
@@ -76,7 +79,7 @@ func printPlan(w io.Writer, r *orchestrator.Result) {
 	fmt.Fprintf(w, "  strategy          %s: %s\n", p.Strategy, p.Reason)
 	e := p.Expected
 	fmt.Fprintf(w, "  expected          %s: %s, %s sent, pause %s (simulated)\n", e.Outcome, dur(time.Duration(e.TotalMS)*time.Millisecond),
-		bytesIEC(uint64(e.SentBytes)), dur(time.Duration(e.DowntimeMS)*time.Millisecond))
+		units.IEC(uint64(e.SentBytes)), dur(time.Duration(e.DowntimeMS)*time.Millisecond))
 	fmt.Fprintf(w, "  ceiling, deadline %s, %s then %s\n", dur(time.Duration(p.CeilingMS)*time.Millisecond),
 		dur(time.Duration(p.DeadlineMS)*time.Millisecond), p.OnTimeout)
 }

@@ -8,12 +8,14 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/placement"
+	"github.com/ferryvm/ferry/units"
 )
 
 type placeOptions struct {
 	vm            string
 	avoid, prefer []string
-	opt           orchestrator.PlaceOptions
+	opt           placement.Options
 }
 
 func newPlaceCmd(a *app) *cobra.Command {
@@ -36,12 +38,7 @@ or bad input, 1 other errors.`,
 		Example: `  ferry place web-01
   ferry place web-01 --avoid-label rack=r1
   ferry place db-02 --prefer-label ssd=yes --prefer-label zone=b -o json`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("place takes exactly one VM (name or UUID), got %d arguments", len(args))
-			}
-			return nil
-		},
+		Args: oneArg("place takes exactly one VM (name or UUID)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.vm = args[0]
 			if err := o.validate(); err != nil {
@@ -67,15 +64,15 @@ func (o *placeOptions) validate() error {
 }
 
 // parseLabels reads --avoid-label and --prefer-label values.
-func parseLabels(avoid, prefer []string) (orchestrator.PlaceOptions, error) {
-	var opt orchestrator.PlaceOptions
+func parseLabels(avoid, prefer []string) (placement.Options, error) {
+	var opt placement.Options
 	for _, set := range []struct {
 		flag string
 		in   []string
-		out  *[]orchestrator.Label
+		out  *[]placement.Label
 	}{{"--avoid-label", avoid, &opt.Avoid}, {"--prefer-label", prefer, &opt.Prefer}} {
 		for _, s := range set.in {
-			l, err := orchestrator.ParseLabel(s)
+			l, err := placement.ParseLabel(s)
 			if err != nil {
 				return opt, usagef("%s %q: use key=value, e.g. rack=r1", set.flag, s)
 			}
@@ -86,7 +83,7 @@ func parseLabels(avoid, prefer []string) (orchestrator.PlaceOptions, error) {
 }
 
 func (o *placeOptions) run(cmd *cobra.Command, a *app, c *orchestrator.Controller) error {
-	p, err := c.Place(cmd.Context(), o.vm, o.opt)
+	p, err := c.PlaceVM(cmd.Context(), o.vm, o.opt)
 	if err != nil {
 		return err
 	}
@@ -102,18 +99,18 @@ func (o *placeOptions) run(cmd *cobra.Command, a *app, c *orchestrator.Controlle
 }
 
 // printPlacement writes the choice and one line per host with its verdict.
-func printPlacement(w io.Writer, p *orchestrator.Placement) error {
+func printPlacement(w io.Writer, p *placement.Placement) error {
 	if p.Host != "" {
-		printf(w, "VM %s (%s, %d vCPUs) on %s: place on %s\n\n", p.VM.Name, bytesIEC(p.VM.MemoryBytes), p.VM.VCPUs, p.Source, p.Reason)
+		printf(w, "VM %s (%s, %d vCPUs) on %s: place on %s\n\n", p.VM.Name, units.IEC(p.VM.MemoryBytes), p.VM.VCPUs, p.Source, p.Reason)
 	} else {
-		printf(w, "VM %s (%s, %d vCPUs) on %s: no host fits\n\n", p.VM.Name, bytesIEC(p.VM.MemoryBytes), p.VM.VCPUs, p.Source)
+		printf(w, "VM %s (%s, %d vCPUs) on %s: no host fits\n\n", p.VM.Name, units.IEC(p.VM.MemoryBytes), p.VM.VCPUs, p.Source)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "RANK\tHOST\tAVAILABLE\tVERDICT\tREASON")
 	for _, v := range p.Verdicts {
 		rank, verdict, avail := "-", "rejected", "-"
 		if v.Fits {
-			rank, verdict, avail = fmt.Sprint(v.Rank), "fits", bytesIEC(v.AvailableBytes)
+			rank, verdict, avail = fmt.Sprint(v.Rank), "fits", units.IEC(v.AvailableBytes)
 			if v.Chosen {
 				verdict = "chosen"
 			}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/placement"
 )
 
 func TestPlaceCommandInput(t *testing.T) {
@@ -34,15 +34,15 @@ func TestPlaceCommandInput(t *testing.T) {
 }
 
 func TestPrintPlacement(t *testing.T) {
-	cand := func(name string, freeGiB uint64) orchestrator.Candidate {
-		return orchestrator.Candidate{Name: name, FreeMemoryBytes: freeGiB << 30, CPUs: 4, CPUCompatible: true, Reachable: true}
+	cand := func(name string, freeGiB uint64) placement.Candidate {
+		return placement.Candidate{Name: name, FreeMemoryBytes: freeGiB << 30, CPUs: 4, CPUCompatible: true, Reachable: true}
 	}
 	src := cand("host1", 16)
 	src.IsSource = true
 	maint := cand("host4", 16)
 	maint.InMaintenance, maint.MaintenanceNote = true, "drain"
-	p := orchestrator.Place(orchestrator.VMNeeds{Name: "web-01", MemoryBytes: 1 << 30, VCPUs: 1},
-		[]orchestrator.Candidate{src, cand("host2", 4), cand("host3", 8), maint}, orchestrator.PlaceOptions{})
+	p := placement.Place(placement.VMNeeds{Name: "web-01", MemoryBytes: 1 << 30, VCPUs: 1},
+		[]placement.Candidate{src, cand("host2", 4), cand("host3", 8), maint}, placement.Options{})
 	p.Source = "host1"
 	var b bytes.Buffer
 	if err := printPlacement(&b, &p); err != nil {

@@ -7,7 +7,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/units"
 )
 
 // statusLine draws on a terminal: lines that stay, and below them one
@@ -52,7 +54,7 @@ type progressPrinter struct {
 	w         io.Writer
 	tty       bool
 	line      statusLine
-	lastStage orchestrator.Stage
+	lastStage journal.Stage
 	lastLine  time.Time
 }
 
@@ -89,16 +91,20 @@ func (p *progressPrinter) finish() {
 
 func formatProgress(pr orchestrator.Progress) string {
 	head := fmt.Sprintf("[%d %-13s] %7s", int(pr.Stage), pr.StageName, dur(pr.Elapsed))
-	if pr.Message != "" && pr.TotalBytes == 0 {
+	l := pr.Live
+	if l == nil {
+		l = &orchestrator.LiveProgress{}
+	}
+	if pr.Message != "" && l.TotalBytes == 0 {
 		return head + "  " + pr.Message
 	}
 	s := fmt.Sprintf("%s  %5.1f%%  iter %d  remaining %s  dirty %s  bw %s  expected downtime %s (limit %d ms)",
-		head, pr.Percent, pr.Iteration, bytesIEC(pr.RemainingBytes), rate(pr.DirtyBytesPerSec), rate(pr.BandwidthBytesPerSec),
-		dur(pr.ExpectedDowntime), pr.DowntimeLimitMS)
-	if pr.ThrottlePct > 0 {
-		s += fmt.Sprintf("  throttle %d%%", pr.ThrottlePct)
+		head, pr.Percent, l.Iteration, units.IEC(l.RemainingBytes), rate(l.DirtyBytesPerSec), rate(l.BandwidthBytesPerSec),
+		dur(l.ExpectedDowntime), l.DowntimeLimitMS)
+	if l.ThrottlePct > 0 {
+		s += fmt.Sprintf("  throttle %d%%", l.ThrottlePct)
 	}
-	if pr.Postcopy {
+	if l.Postcopy {
 		s += "  post-copy"
 	}
 	if pr.Message != "" {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -21,12 +22,9 @@ func (o *recoverOptions) validate() error {
 	return usagef("--prefer %q: give source or destination", o.prefer)
 }
 
-func newRecoverCmd(a *app) *cobra.Command {
-	o := &recoverOptions{}
-	cmd := &cobra.Command{
-		Use:   "recover [ID]",
-		Short: "Finish migrations a crash interrupted: exactly one running copy of each VM",
-		Long: `Recover reads the journal's unfinished migrations (their ferry process is gone),
+// recoverLong is the help of `ferry recover`: how it decides, when it waits,
+// and the risk of --prefer.
+const recoverLong = `Recover reads the journal's unfinished migrations (their ferry process is gone),
 asks both hosts where the VM actually is, aborts a migration job left running,
 and converges to exactly one running copy: the source if the migration had not
 taken over, the destination if it had. Each row ends completed or rolled_back.
@@ -45,7 +43,14 @@ The risk is yours: if the other host is down and already runs the guest,
 two copies run on the same disks when it comes back (remove it there before
 it does); --prefer source after the destination ran loses what the guest did
 since the switchover and can leave its disks inconsistent with its memory;
-in a split post-copy either choice loses the guest's memory state.`,
+in a split post-copy either choice loses the guest's memory state.`
+
+func newRecoverCmd(a *app) *cobra.Command {
+	o := &recoverOptions{}
+	cmd := &cobra.Command{
+		Use:   "recover [ID]",
+		Short: "Finish migrations a crash interrupted: exactly one running copy of each VM",
+		Long:  recoverLong,
 		Example: `  ferry recover
   ferry recover 3f2a9c1e --force
   ferry recover 3f2a9c1e --prefer source   # host2 is gone for good`,
@@ -63,42 +68,44 @@ in a split post-copy either choice loses the guest's memory state.`,
 				opt.ID = args[0]
 			}
 			res, rerr := c.Recover(cmd.Context(), opt)
-			out := cmd.OutOrStdout()
-			if a.json() {
-				if res == nil {
-					res = []orchestrator.RecoverResult{}
-				}
-				if err := writeJSON(out, res); err != nil {
-					return err
-				}
-				return rerr
-			}
-			if len(res) == 0 && rerr == nil {
-				fmt.Fprintln(out, "nothing to recover: no unfinished migrations in the journal")
-			}
-			for _, r := range res {
-				switch {
-				case r.Skipped != "":
-					fmt.Fprintf(out, "%s %s: skipped, %s\n", r.ID[:8], r.VM, r.Skipped)
-				case r.WaitingFor != "":
-					fmt.Fprintf(out, "%s %s: waiting for the %s; nothing was changed.\n  %s\n", r.ID[:8], r.VM, r.WaitingFor, r.Note)
-				case r.Error != "":
-					fmt.Fprintf(out, "%s %s: NOT recovered: %s\n", r.ID[:8], r.VM, r.Error)
-				default:
-					fmt.Fprintf(out, "%s %s: %s -> %s, runs on %s", r.ID[:8], r.VM, r.Before, r.After, r.RunsOn)
-					if r.Note != "" {
-						fmt.Fprintf(out, " (%s)", r.Note)
-					}
-					fmt.Fprintln(out)
-				}
-				for _, h := range r.HookErrors {
-					fmt.Fprintf(out, "  warning: %s\n", h)
-				}
-			}
-			return rerr
+			return printRecovered(cmd.OutOrStdout(), a, res, rerr)
 		},
 	}
 	cmd.Flags().BoolVar(&o.force, "force", false, "also take over migrations whose ferry process still runs")
 	cmd.Flags().StringVar(&o.prefer, "prefer", "", "source or destination: decide rows ferry cannot decide itself (a host down); see above for the risk")
 	return cmd
+}
+
+// printRecovered writes what recover did to each row, as JSON or for humans;
+// rerr, recover's own outcome, is what the command returns.
+func printRecovered(out io.Writer, a *app, res []orchestrator.RecoverResult, rerr error) error {
+	if a.json() {
+		if err := writeJSONList(out, res); err != nil {
+			return err
+		}
+		return rerr
+	}
+	if len(res) == 0 && rerr == nil {
+		fmt.Fprintln(out, "nothing to recover: no unfinished migrations in the journal")
+	}
+	for _, r := range res {
+		switch {
+		case r.Skipped != "":
+			fmt.Fprintf(out, "%s %s: skipped, %s\n", r.ID[:8], r.VM, r.Skipped)
+		case r.WaitingFor != "":
+			fmt.Fprintf(out, "%s %s: waiting for the %s; nothing was changed.\n  %s\n", r.ID[:8], r.VM, r.WaitingFor, r.Note)
+		case r.Error != "":
+			fmt.Fprintf(out, "%s %s: NOT recovered: %s\n", r.ID[:8], r.VM, r.Error)
+		default:
+			fmt.Fprintf(out, "%s %s: %s -> %s, runs on %s", r.ID[:8], r.VM, r.Before, r.After, r.RunsOn)
+			if r.Note != "" {
+				fmt.Fprintf(out, " (%s)", r.Note)
+			}
+			fmt.Fprintln(out)
+		}
+		for _, h := range r.HookErrors {
+			fmt.Fprintf(out, "  warning: %s\n", h)
+		}
+	}
+	return rerr
 }

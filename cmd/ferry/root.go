@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"io"
 	"slices"
@@ -11,9 +10,10 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 	"github.com/ferryvm/ferry/sla"
-	"github.com/ferryvm/ferry/store"
 )
 
 // globalOptions are the flags every command shares.
@@ -28,7 +28,7 @@ type globalOptions struct {
 type app struct {
 	opts globalOptions
 	log  *logrus.Logger
-	db   *sql.DB
+	j    *journal.Journal // the state database, once opened
 }
 
 func newRootCmd() *cobra.Command {
@@ -45,7 +45,7 @@ failure leaves the VM running on the source and a crash can be finished with
 
 Hosts come from an inventory file (--config, $FERRY_CONFIG, /etc/ferry/ferry.yaml,
 ./ferry.yaml) or are given as libvirt URIs (qemu+tcp://host/system).
-State (journal, reservations) lives in --state, $FERRY_STATE or ` + store.DefaultPath + `.
+State (journal, reservations) lives in --state, $FERRY_STATE or ` + journal.DefaultPath + `.
 
 Exit codes: 0 success, 1 error, 2 bad input or refused (nothing changed),
 3 rolled back (VM runs on the source), 4 needs 'ferry recover'.`,
@@ -58,15 +58,15 @@ Exit codes: 0 success, 1 error, 2 bad input or refused (nothing changed),
 			return a.setup(cmd.ErrOrStderr())
 		},
 		PersistentPostRun: func(*cobra.Command, []string) {
-			if a.db != nil {
-				a.db.Close()
+			if a.j != nil {
+				a.j.Close()
 			}
 		},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	f := root.PersistentFlags()
 	f.StringVar(&a.opts.config, "config", "", "inventory file (default $FERRY_CONFIG, /etc/ferry/ferry.yaml, ./ferry.yaml)")
-	f.StringVar(&a.opts.state, "state", "", "state database (default $FERRY_STATE or "+store.DefaultPath+")")
+	f.StringVar(&a.opts.state, "state", "", "state database (default $FERRY_STATE or "+journal.DefaultPath+")")
 	f.StringVarP(&a.opts.output, "output", "o", "text", "output format: text or json")
 	f.StringVar(&a.opts.logLevel, "log-level", "warning", "log level on stderr: debug, info, warning, error")
 	f.StringVar(&a.opts.logFormat, "log-format", "text", "log format: text or json")
@@ -113,8 +113,8 @@ func checkOutput(cmd *cobra.Command, o string) error {
 	return usagef("--output %q: use %s", o, strings.Join(formats, ", "))
 }
 
-func (a *app) inventory() (*orchestrator.Inventory, error) {
-	return orchestrator.LoadInventory(a.opts.config)
+func (a *app) inventory() (*inventory.Inventory, error) {
+	return inventory.Load(a.opts.config)
 }
 
 // controller opens the state database and the inventory.
@@ -127,7 +127,7 @@ func (a *app) controller(ctx context.Context) (*orchestrator.Controller, error) 
 	if err != nil {
 		return nil, err
 	}
-	slaLog, err := sla.NewLog(ctx, a.db)
+	slaLog, err := sla.NewLog(ctx, a.j.DB())
 	if err != nil {
 		return nil, err
 	}
@@ -135,14 +135,16 @@ func (a *app) controller(ctx context.Context) (*orchestrator.Controller, error) 
 		Events: orchestrator.SLAFeed{Log: slaLog}, Limits: inv.Limits}, nil
 }
 
-func (a *app) journal(ctx context.Context) (*orchestrator.Journal, error) {
-	path := store.Path(a.opts.state)
-	db, err := store.Open(ctx, path)
+func (a *app) journal(ctx context.Context) (*journal.Journal, error) {
+	if a.j != nil {
+		return a.j, nil
+	}
+	j, err := journal.Open(ctx, journal.Path(a.opts.state))
 	if err != nil {
 		return nil, fmt.Errorf("%w (set --state or FERRY_STATE to a writable path)", err)
 	}
-	a.db = db
-	return orchestrator.OpenJournal(ctx, db)
+	a.j = j
+	return j, nil
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -151,3 +153,15 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func printf(w io.Writer, format string, args ...any) { fmt.Fprintf(w, format, args...) }
+
+// oneArg accepts exactly one positional argument. Otherwise the usage error
+// (exit 2) says what the command takes, e.g. "drain takes exactly one host
+// (its inventory name)", and how many arguments it got.
+func oneArg(takes string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != 1 {
+			return usagef("%s, got %d arguments", takes, len(args))
+		}
+		return nil
+	}
+}

@@ -7,7 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/journal"
+	"github.com/ferryvm/ferry/units"
 )
 
 type showOptions struct {
@@ -57,16 +58,16 @@ func newShowCmd(a *app) *cobra.Command {
 			row("started", r.StartedAt.Local().Format(time.RFC3339Nano))
 			for i, t := range r.StageTimes {
 				if t != nil {
-					row(fmt.Sprintf("  stage %d %s", i, orchestrator.Stage(i)), fmt.Sprintf("%s (+%s)", t.Local().Format("15:04:05.000"), dur(t.Sub(r.StartedAt))))
+					row(fmt.Sprintf("  stage %d %s", i, journal.Stage(i)), fmt.Sprintf("%s (+%s)", t.Local().Format("15:04:05.000"), dur(t.Sub(r.StartedAt))))
 				}
 			}
 			if r.FinishedAt != nil {
 				row("finished", fmt.Sprintf("%s (total %s)", r.FinishedAt.Local().Format(time.RFC3339Nano), dur(r.FinishedAt.Sub(r.StartedAt))))
 			}
 			if r.MemoryBytes > 0 {
-				row("memory", bytesIEC(r.MemoryBytes))
+				row("memory", units.IEC(r.MemoryBytes))
 			}
-			row("data sent", bytesIEC(r.DataSent))
+			row("data sent", units.IEC(r.DataSent))
 			row("iterations", fmt.Sprint(r.Iterations))
 			if r.DowntimeMS != nil {
 				row("downtime", fmt.Sprintf("%d ms (measured by libvirt)", *r.DowntimeMS))

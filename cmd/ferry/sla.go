@@ -12,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ferryvm/ferry/sla"
-	"github.com/ferryvm/ferry/store"
 )
 
 // timeHelp documents the time formats every sla command accepts.
@@ -57,13 +56,11 @@ func subcommandOnly(cmd *cobra.Command, args []string) error {
 
 // slaLog opens the state database and the SLA tables in it.
 func (a *app) slaLog(ctx context.Context) (*sla.Log, error) {
-	path := store.Path(a.opts.state)
-	db, err := store.Open(ctx, path)
+	j, err := a.journal(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("%w (set --state or FERRY_STATE to a writable path)", err)
+		return nil, err
 	}
-	a.db = db
-	return sla.NewLog(ctx, db)
+	return sla.NewLog(ctx, j.DB())
 }
 
 // parseTimeFlag reads a time flag; a bad value is a usage error.
@@ -73,6 +70,22 @@ func parseTimeFlag(flag, value string, now time.Time) (time.Time, error) {
 		return time.Time{}, usagef("--%s: %v", flag, err)
 	}
 	return t, nil
+}
+
+// parsePeriod reads the optional --from and --to bounds of a query; an
+// empty one is the zero time: no bound on that side.
+func parsePeriod(from, to string, now time.Time) (f, t time.Time, err error) {
+	if from != "" {
+		if f, err = parseTimeFlag("from", from, now); err != nil {
+			return f, t, err
+		}
+	}
+	if to != "" {
+		if t, err = parseTimeFlag("to", to, now); err != nil {
+			return f, t, err
+		}
+	}
+	return f, t, nil
 }
 
 // parseKind accepts an event kind in any letter case.

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/inventory"
 	"github.com/ferryvm/ferry/sla"
 )
 
@@ -57,7 +57,7 @@ func (o *slaAgentOptions) describe() string {
 
 // slaTargets resolves the hosts to monitor: the ones named (inventory names
 // or libvirt URIs), or every inventory host.
-func slaTargets(inv *orchestrator.Inventory, names []string) ([]sla.Target, error) {
+func slaTargets(inv *inventory.Inventory, names []string) ([]sla.Target, error) {
 	var out []sla.Target
 	if len(names) == 0 {
 		for _, h := range inv.Hosts {

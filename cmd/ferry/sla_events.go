@@ -2,8 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -47,28 +47,7 @@ func newSLAEventsCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if a.json() {
-				if evs == nil {
-					evs = []sla.Event{}
-				}
-				return writeJSON(out, evs)
-			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tOBSERVED\tKIND\tHOST\tVM\tSOURCE\tMIGRATION\tPAYLOAD\tDETAIL")
-			for _, e := range evs {
-				vm := e.VMName
-				if vm == "" {
-					vm = e.VMUUID
-				}
-				pl := "-"
-				if len(e.Payload) > 0 {
-					pl = compactJSON(e.Payload)
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, stamp(e.ObservedAt), e.Kind, dash(e.Host), dash(vm),
-					e.Source, dash(short(e.CorrelationID)), pl, truncate(e.Detail, 70))
-			}
-			return tw.Flush()
+			return writeList(cmd.OutOrStdout(), a, evs, "ID\tOBSERVED\tKIND\tHOST\tVM\tSOURCE\tMIGRATION\tPAYLOAD\tDETAIL", eventRow)
 		},
 	}
 	fl := cmd.Flags()
@@ -95,20 +74,27 @@ func (o *slaEventsOptions) filter(now time.Time) (sla.Filter, error) {
 		f.Kinds = append(f.Kinds, kind)
 	}
 	var err error
-	if o.from != "" {
-		if f.From, err = parseTimeFlag("from", o.from, now); err != nil {
-			return f, err
-		}
-	}
-	if o.to != "" {
-		if f.To, err = parseTimeFlag("to", o.to, now); err != nil {
-			return f, err
-		}
+	if f.From, f.To, err = parsePeriod(o.from, o.to, now); err != nil {
+		return f, err
 	}
 	if !f.From.IsZero() && !f.To.IsZero() && !f.To.After(f.From) {
 		return f, usagef("--to %s is not after --from %s", stamp(f.To), stamp(f.From))
 	}
 	return f, nil
+}
+
+// eventRow is one event in the `ferry sla events` table.
+func eventRow(w io.Writer, e sla.Event) {
+	vm := e.VMName
+	if vm == "" {
+		vm = e.VMUUID
+	}
+	pl := "-"
+	if len(e.Payload) > 0 {
+		pl = compactJSON(e.Payload)
+	}
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, stamp(e.ObservedAt), e.Kind, dash(e.Host), dash(vm),
+		e.Source, dash(short(e.CorrelationID)), pl, truncate(e.Detail, 70))
 }
 
 // short abbreviates a UUID-like id to its first 8 characters.

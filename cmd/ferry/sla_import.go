@@ -35,12 +35,7 @@ imported in one transaction; lines already in the log (same dedup key) are skipp
 file can be imported again safely.`,
 		Example: `  ferry sla import nagios-outages.jsonl
   ferry sla import --source zabbix - < events.jsonl`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("import takes exactly one FILE (or - for standard input), got %d arguments", len(args))
-			}
-			return nil
-		},
+		Args: oneArg("import takes exactly one FILE (or - for standard input)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.file = args[0]
 			var r io.Reader = cmd.InOrStdin()

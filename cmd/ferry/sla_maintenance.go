@@ -3,8 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -124,18 +124,9 @@ func newSLAMaintenanceListCmd(a *app) *cobra.Command {
   ferry sla maintenance list --from -30d -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			now := time.Now()
-			var f, t time.Time
-			var err error
-			if from != "" {
-				if f, err = parseTimeFlag("from", from, now); err != nil {
-					return err
-				}
-			}
-			if to != "" {
-				if t, err = parseTimeFlag("to", to, now); err != nil {
-					return err
-				}
+			f, t, err := parsePeriod(from, to, time.Now())
+			if err != nil {
+				return err
 			}
 			log, err := a.slaLog(cmd.Context())
 			if err != nil {
@@ -145,24 +136,7 @@ func newSLAMaintenanceListCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if a.json() {
-				if ms == nil {
-					ms = []sla.Maintenance{}
-				}
-				return writeJSON(out, ms)
-			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSCOPE\tFROM\tTO\tDURATION\tDECLARED\tIN ADVANCE\tREASON")
-			for _, m := range ms {
-				adv := "yes"
-				if !m.InAdvance() {
-					adv = "no: not excluded"
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, maintenanceScope(m), stamp(m.From), stamp(m.To),
-					m.To.Sub(m.From), stamp(m.DeclaredAt), adv, m.Reason)
-			}
-			return tw.Flush()
+			return writeList(cmd.OutOrStdout(), a, ms, "ID\tSCOPE\tFROM\tTO\tDURATION\tDECLARED\tIN ADVANCE\tREASON", maintenanceRow)
 		},
 	}
 	cmd.Flags().StringVar(&from, "from", "", "only windows ending after this time")
@@ -170,17 +144,22 @@ func newSLAMaintenanceListCmd(a *app) *cobra.Command {
 	return cmd
 }
 
+// maintenanceRow is one window in the `ferry sla maintenance list` table.
+func maintenanceRow(w io.Writer, m sla.Maintenance) {
+	adv := "yes"
+	if !m.InAdvance() {
+		adv = "no: not excluded"
+	}
+	fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, maintenanceScope(m), stamp(m.From), stamp(m.To),
+		m.To.Sub(m.From), stamp(m.DeclaredAt), adv, m.Reason)
+}
+
 func newSLAMaintenanceRemoveCmd(a *app) *cobra.Command {
 	return &cobra.Command{
 		Use:     "remove ID",
 		Short:   "Remove a maintenance window (the time it covered counts again)",
 		Example: `  ferry sla maintenance remove 3`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("remove takes exactly one window id (see 'ferry sla maintenance list'), got %d arguments", len(args))
-			}
-			return nil
-		},
+		Args:    oneArg("remove takes exactly one window id (see 'ferry sla maintenance list')"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			id, err := strconv.ParseInt(args[0], 10, 64)
 			if err != nil || id <= 0 {

@@ -39,12 +39,7 @@ stores it once.
   ferry sla record VM_Reachable --host host1 --vm web-01 --at 2025-06-01T10:04:30Z
   ferry sla record PS_Unreachable --host host2 --at -5m
   ferry sla record Migration_Completed --host host2 --vm db-02 --correlation-id m-17 --payload '{"downtime_ms":120}'`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("record takes exactly one event kind, got %d arguments", len(args))
-			}
-			return nil
-		},
+		Args: oneArg("record takes exactly one event kind"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.kind = args[0]
 			e, err := o.event(time.Now())

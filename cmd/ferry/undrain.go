@@ -5,6 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ferryvm/ferry/drain"
+	"github.com/ferryvm/ferry/inventory"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
@@ -22,15 +24,10 @@ A host whose drain is still running is refused: cancel the drain first
 ('ferry drain HOST --cancel') and wait for it to end.`,
 		Example: `  ferry undrain host1
   ferry undrain host1 -o json`,
-		Args: func(_ *cobra.Command, args []string) error {
-			if len(args) != 1 {
-				return usagef("undrain takes exactly one host (its inventory name), got %d arguments", len(args))
-			}
-			return nil
-		},
+		Args: oneArg("undrain takes exactly one host (its inventory name)"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.host = args[0]
-			if !orchestrator.ValidName(o.host) {
+			if !inventory.ValidName(o.host) {
 				return usagef("host %q is not a valid inventory name (letters, digits, '.', '_', '-')", o.host)
 			}
 			c, err := a.controller(cmd.Context())
@@ -45,20 +42,16 @@ A host whose drain is still running is refused: cancel the drain first
 
 func (o *undrainOptions) run(cmd *cobra.Command, a *app, c *orchestrator.Controller) error {
 	ctx := cmd.Context()
-	h, err := c.Inventory.Resolve(o.host)
+	h, err := c.Resolve(o.host)
 	if err != nil {
 		return err
 	}
-	if d, err := c.Journal.LastDrain(ctx, h.Name); err == nil && d.State == orchestrator.DrainRunning {
+	if d, err := drain.Last(ctx, c.Journal, h.Name); err == nil && d.State == drain.StateRunning {
 		return usagef("%s is being drained right now (drain %s); stop it first with 'ferry drain %s --cancel'", h.Name, short(d.ID), h.Name)
-	} else if err != nil && !errors.Is(err, orchestrator.ErrUnknownDrain) {
+	} else if err != nil && !errors.Is(err, drain.ErrUnknown) {
 		return err
 	}
-	m, err := c.Maintenance(ctx)
-	if err != nil {
-		return err
-	}
-	was, err := m.Clear(ctx, h.Name)
+	was, err := c.Journal.ClearMaintenance(ctx, h.Name)
 	if err != nil {
 		return err
 	}

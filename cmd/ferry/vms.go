@@ -5,6 +5,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+
+	"github.com/ferryvm/ferry/units"
 )
 
 type vmsOptions struct{ hosts []string }
@@ -39,7 +41,7 @@ func newVMsCmd(a *app) *cobra.Command {
 					if v.Reason != "" {
 						state += " (" + v.Reason + ")"
 					}
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\n", v.Host, v.Name, v.UUID, state, bytesIEC(v.MemoryBytes), v.VCPUs, v.Persistent)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\n", v.Host, v.Name, v.UUID, state, units.IEC(v.MemoryBytes), v.VCPUs, v.Persistent)
 				}
 				if err := tw.Flush(); err != nil {
 					return err

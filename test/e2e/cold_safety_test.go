@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
@@ -114,14 +115,14 @@ func bootsOn(t *testing.T, host, vm string) {
 	virshOK(t, host, "destroy", vm)
 }
 
-func artifactAt(t *testing.T, res orchestrator.ColdResult, src string) (state, reason string, keptBy []string) {
+func artifactAt(t *testing.T, res orchestrator.Result, src string) (state, reason string, keptBy []string) {
 	t.Helper()
-	for _, a := range res.Artifacts {
+	for _, a := range res.Cold.Artifacts {
 		if a.SrcPath == src {
 			return a.State, a.KeepReason, a.KeptBy
 		}
 	}
-	t.Fatalf("no artifact for %s in %+v", src, res.Artifacts)
+	t.Fatalf("no artifact for %s in %+v", src, res.Cold.Artifacts)
 	return
 }
 
@@ -218,7 +219,7 @@ func TestColdKeepsADiskOfAnotherVM(t *testing.T) {
 	}
 	bootsOn(t, "1", d)
 	rows := e.history(c)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateCompleted {
+	if len(rows) != 1 || rows[0].State != journal.StateCompleted {
 		t.Fatalf("journal %+v", rows)
 	}
 }
@@ -285,7 +286,7 @@ func rolledBackClean(t *testing.T, e *env, vm, p string, out *lockedBuffer, c *e
 		t.Fatal("the source lost its definition or its disk")
 	}
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateRolledBack || !strings.Contains(rows[0].Error, why) {
+	if len(rows) != 1 || rows[0].State != journal.StateRolledBack || !strings.Contains(rows[0].Error, why) {
 		t.Fatalf("journal %+v, want rolled back naming %q", rows, why)
 	}
 }
@@ -378,7 +379,7 @@ func TestColdRecoverAfterCommitKeepsSharedFiles(t *testing.T) {
 	}
 	bootsOn(t, "1", other)
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateCompleted {
+	if len(rows) != 1 || rows[0].State != journal.StateCompleted {
 		t.Fatalf("journal %+v", rows)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
@@ -147,9 +148,9 @@ func keepReference(t *testing.T, p string) string {
 	return ref
 }
 
-func coldResult(t *testing.T, r result) orchestrator.ColdResult {
+func coldResult(t *testing.T, r result) orchestrator.Result {
 	t.Helper()
-	var res orchestrator.ColdResult
+	var res orchestrator.Result
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("cold result JSON: %v\n%s", err, r.stdout)
 	}
@@ -198,11 +199,11 @@ func TestColdMove(t *testing.T) {
 		t.Fatalf("cold move: exit %d\n%s", r.code, r.stderr)
 	}
 	res := coldResult(t, r)
-	if res.State != orchestrator.StateCompleted || len(res.Artifacts) != 4 {
+	if res.State != journal.StateCompleted || len(res.Cold.Artifacts) != 4 {
 		t.Fatalf("result %+v", res)
 	}
 	kinds := map[string]int{}
-	for _, a := range res.Artifacts {
+	for _, a := range res.Cold.Artifacts {
 		kinds[string(a.Kind)]++
 		if a.State != "moved" || !strings.HasPrefix(a.Checksum, "sha256-1m:") {
 			t.Fatalf("artifact %+v", a)
@@ -211,8 +212,8 @@ func TestColdMove(t *testing.T) {
 	if kinds["disk"] != 2 || kinds["nvram"] != 1 || kinds["log"] != 1 {
 		t.Fatalf("artifact kinds %v", kinds)
 	}
-	if !res.Plan.Sparse || res.SentBytes > 120<<20 {
-		t.Fatalf("sparse %v, %d bytes sent for ~108 MiB of data", res.Plan.Sparse, res.SentBytes)
+	if !res.Cold.Plan.Sparse || res.Cold.SentBytes > 120<<20 {
+		t.Fatalf("sparse %v, %d bytes sent for ~108 MiB of data", res.Cold.Plan.Sparse, res.Cold.SentBytes)
 	}
 
 	if st := domstate(t, "2", vm); st != "shut off" {
@@ -252,7 +253,7 @@ func TestColdMove(t *testing.T) {
 		}
 	}
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].Kind != "cold" || rows[0].State != orchestrator.StateCompleted || rows[0].Stages["activation"] == "" {
+	if len(rows) != 1 || rows[0].Kind != "cold" || rows[0].State != journal.StateCompleted || rows[0].Stages["done"] == "" {
 		t.Fatalf("journal %+v", rows)
 	}
 }
@@ -280,8 +281,8 @@ func TestColdMoveShutdownStart(t *testing.T) {
 		t.Fatalf("cold move: exit %d\n%s", r.code, r.stderr)
 	}
 	res := coldResult(t, r)
-	if res.Shutdown != "forced" || !res.Started {
-		t.Fatalf("shutdown %q started %v", res.Shutdown, res.Started)
+	if res.Cold.Shutdown != "forced" || !res.Cold.StartedOnDest {
+		t.Fatalf("shutdown %q started %v", res.Cold.Shutdown, res.Cold.StartedOnDest)
 	}
 	runsExactlyOn(t, vm, "2")
 	if domstate(t, "1", vm) != "" {
@@ -339,7 +340,7 @@ func TestColdRefusedWithoutSpace(t *testing.T) {
 		t.Fatal("the refused move changed a host")
 	}
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateRefused || !strings.Contains(rows[0].Error, "not enough space") {
+	if len(rows) != 1 || rows[0].State != journal.StateRefused || !strings.Contains(rows[0].Error, "not enough space") {
 		t.Fatalf("journal %+v", rows)
 	}
 }
@@ -406,7 +407,7 @@ func TestColdDestinationLibvirtdKilled(t *testing.T) {
 		t.Fatal("after recover the VM should be on host1 only")
 	}
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateRolledBack {
+	if len(rows) != 1 || rows[0].State != journal.StateRolledBack {
 		t.Fatalf("journal %+v", rows)
 	}
 }
@@ -439,8 +440,8 @@ func TestColdResumeAfterInterruption(t *testing.T) {
 		t.Fatalf("re-run: exit %d\n%s", r.code, r.stderr)
 	}
 	res := coldResult(t, r)
-	if res.ResumedFrom == "" || len(res.Artifacts) < 2 || !res.Artifacts[0].Skipped || res.Artifacts[1].Skipped {
-		t.Fatalf("re-run did not resume as expected: resumed_from %q artifacts %+v", res.ResumedFrom, res.Artifacts)
+	if res.Cold.ResumedFrom == "" || len(res.Cold.Artifacts) < 2 || !res.Cold.Artifacts[0].Skipped || res.Cold.Artifacts[1].Skipped {
+		t.Fatalf("re-run did not resume as expected: resumed_from %q artifacts %+v", res.Cold.ResumedFrom, res.Cold.Artifacts)
 	}
 	for _, d := range disks {
 		run(t, "qemu-img", "compare", "-q", "-f", d.format, "-F", d.format, refs[d.file(vm)], hostPath("2", d.file(vm)))
@@ -453,7 +454,7 @@ func TestColdResumeAfterInterruption(t *testing.T) {
 	for _, row := range rows {
 		states[row.State]++
 	}
-	if states[orchestrator.StateCompleted] != 1 || states[orchestrator.StateResumed] != 1 {
+	if states[journal.StateCompleted] != 1 || states[journal.StateResumed] != 1 {
 		t.Fatalf("journal %+v", rows)
 	}
 }
@@ -487,7 +488,7 @@ func TestColdInterruptRollsBack(t *testing.T) {
 	}
 	run(t, "qemu-img", "compare", "-q", "-f", "qcow2", "-F", "qcow2", ref, hostPath("1", p))
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateRolledBack {
+	if len(rows) != 1 || rows[0].State != journal.StateRolledBack {
 		t.Fatalf("journal %+v", rows)
 	}
 }

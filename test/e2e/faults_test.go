@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
@@ -67,7 +68,7 @@ func TestDestinationQEMUKilledDuringPrecopy(t *testing.T) {
 	runsExactlyOn(t, vm, "1")
 	heartbeatAbove(t, vm, heartbeat(t, vm), 15*time.Second)
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateRolledBack || rows[0].Error == "" {
+	if len(rows) != 1 || rows[0].State != journal.StateRolledBack || rows[0].Error == "" {
 		t.Fatalf("journal %+v", rows)
 	}
 }
@@ -88,7 +89,7 @@ func TestDestinationLibvirtdKilledDuringPrecopy(t *testing.T) {
 	}
 	heartbeatAbove(t, vm, heartbeat(t, vm), 15*time.Second)
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateRolledBack {
+	if len(rows) != 1 || rows[0].State != journal.StateRolledBack {
 		t.Fatalf("journal %+v", rows)
 	}
 	// Once host2 is back it holds no running copy.
@@ -105,7 +106,7 @@ func TestFerryKilledThenRecover(t *testing.T) {
 	out, _, wait := startSlowMigration(t, e, vm)
 	_ = out
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateRunning {
+	if len(rows) != 1 || rows[0].State != journal.StateRunning {
 		t.Fatalf("journal before the kill: %+v", rows)
 	}
 	// Find ferry's PID through the journal owner token (pid:start).
@@ -129,7 +130,7 @@ func TestFerryKilledThenRecover(t *testing.T) {
 	runsExactlyOn(t, vm, host)
 	heartbeatAbove(t, vm, heartbeat(t, vm), 15*time.Second)
 	rows = e.history(vm)
-	if rows[0].State != orchestrator.StateRolledBack && rows[0].State != orchestrator.StateCompleted || rows[0].FinishedAt == nil {
+	if rows[0].State != journal.StateRolledBack && rows[0].State != journal.StateCompleted || rows[0].FinishedAt == nil {
 		t.Fatalf("journal after recover: %+v", rows[0])
 	}
 	// A second recover has nothing to do.
@@ -159,7 +160,7 @@ func TestTimeoutRollsBack(t *testing.T) {
 
 func ownerPID(t *testing.T, owner string) int {
 	t.Helper()
-	pid := orchestrator.OwnerPID(owner)
+	pid := journal.OwnerPID(owner)
 	if pid == 0 {
 		t.Fatalf("owner %q names no process", owner)
 	}

@@ -16,14 +16,17 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/ferryvm/ferry/hooks"
+	"github.com/ferryvm/ferry/inventory"
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
 // hooksEnv is an env whose inventory is the lab's plus a hooks directory and
 // webhooks: a copy in the test's temp dir, so the lab's file stays as it is.
-func hooksEnv(t *testing.T, hooksDir string, webhooks ...orchestrator.WebhookConfig) *env {
+func hooksEnv(t *testing.T, hooksDir string, webhooks ...hooks.Webhook) *env {
 	t.Helper()
-	inv, err := orchestrator.LoadInventory(labConfig)
+	inv, err := inventory.Load(labConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +80,7 @@ fi
 		t.Fatalf("%d journal rows, want 1", len(rows))
 	}
 	row := rows[0]
-	if row.State != orchestrator.StateRefused || row.Error != reason || row.Source != "host1" || row.Dest != "host2" {
+	if row.State != journal.StateRefused || row.Error != reason || row.Source != "host1" || row.Dest != "host2" {
 		t.Fatalf("journal row %s %q (%s -> %s), want refused with %q", row.State, row.Error, row.Source, row.Dest, reason)
 	}
 	hist := e.ferry("history", "--vm", vm)
@@ -90,7 +93,7 @@ fi
 	if err != nil {
 		t.Fatal(err)
 	}
-	var p orchestrator.HookPayload
+	var p hooks.Payload
 	if err := json.Unmarshal(data, &p); err != nil {
 		t.Fatalf("payload %s: %v", data, err)
 	}
@@ -110,13 +113,13 @@ func TestHooksWebhooksOfALiveMove(t *testing.T) {
 	const vm = "e2e-hooks-webhook"
 	type call struct {
 		header http.Header
-		p      orchestrator.HookPayload
+		p      hooks.Payload
 	}
 	var mu sync.Mutex
 	var calls []call
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		var p orchestrator.HookPayload
+		var p hooks.Payload
 		if r.Method != http.MethodPost || json.Unmarshal(body, &p) != nil {
 			http.Error(w, "want a POSTed JSON payload", http.StatusBadRequest)
 			return
@@ -134,7 +137,7 @@ func TestHooksWebhooksOfALiveMove(t *testing.T) {
 	if err := os.WriteFile(token, []byte("e2e-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e := hooksEnv(t, t.TempDir(), orchestrator.WebhookConfig{URL: srv.URL + "/ferry", Timeout: 5 * time.Second, TokenFile: token})
+	e := hooksEnv(t, t.TempDir(), hooks.Webhook{URL: srv.URL + "/ferry", Timeout: 5 * time.Second, TokenFile: token})
 	newGuest(t, vm, guestSpec{host: "1", memMiB: 128, wssMiB: 32, rate: 2000})
 
 	r := e.ferry("migrate", vm, "--to", "host2", "-o", "json")
@@ -145,7 +148,7 @@ func TestHooksWebhooksOfALiveMove(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatalf("result json: %v", err)
 	}
-	if res.State != orchestrator.StateCompleted || len(res.HookErrors) != 0 {
+	if res.State != journal.StateCompleted || len(res.HookErrors) != 0 {
 		t.Fatalf("result %s, hook errors %v", res.State, res.HookErrors)
 	}
 	runsExactlyOn(t, vm, "2")
@@ -178,7 +181,7 @@ func TestHooksWebhooksOfALiveMove(t *testing.T) {
 	}
 
 	show := e.ferry("show", res.ID, "-o", "json")
-	var rec orchestrator.Record
+	var rec journal.Record
 	if err := json.Unmarshal([]byte(show.stdout), &rec); err != nil {
 		t.Fatalf("show json: %v", err)
 	}

@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/journal"
 )
 
 var (
@@ -117,13 +117,13 @@ func (e *env) ferry(args ...string) result {
 	return r
 }
 
-func (e *env) history(vm string) []orchestrator.Record {
+func (e *env) history(vm string) []journal.Record {
 	e.t.Helper()
 	r := e.ferry("history", "--vm", vm, "-o", "json")
 	if r.code != 0 {
 		e.t.Fatalf("history: exit %d", r.code)
 	}
-	var rows []orchestrator.Record
+	var rows []journal.Record
 	if err := json.Unmarshal([]byte(r.stdout), &rows); err != nil {
 		e.t.Fatalf("history json: %v", err)
 	}

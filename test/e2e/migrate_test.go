@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 )
 
@@ -31,7 +32,7 @@ func TestLiveMigrationThereAndBack(t *testing.T) {
 		if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 			t.Fatalf("result json: %v", err)
 		}
-		if res.State != orchestrator.StateCompleted || res.Source != "host"+hop.from || res.Dest != "host"+hop.to {
+		if res.State != journal.StateCompleted || res.Source != "host"+hop.from || res.Dest != "host"+hop.to {
 			t.Fatalf("result %+v", res)
 		}
 		runsExactlyOn(t, vm, hop.to)
@@ -41,14 +42,14 @@ func TestLiveMigrationThereAndBack(t *testing.T) {
 		heartbeatAbove(t, vm, before+4, 30*time.Second) // a second of heartbeats on the destination
 
 		show := e.ferry("show", res.ID, "-o", "json")
-		var rec orchestrator.Record
+		var rec journal.Record
 		if err := json.Unmarshal([]byte(show.stdout), &rec); err != nil {
 			t.Fatalf("show json: %v", err)
 		}
-		if rec.State != orchestrator.StateCompleted {
+		if rec.State != journal.StateCompleted {
 			t.Fatalf("journal state %s", rec.State)
 		}
-		for i := orchestrator.StagePreMigration; i <= orchestrator.StageActivation; i++ {
+		for i := journal.StagePreMigration; i <= journal.StageActivation; i++ {
 			if rec.Stages[i.String()] == "" {
 				t.Fatalf("journal row lacks the %s timestamp: %v", i, rec.Stages)
 			}
@@ -175,7 +176,7 @@ func TestRefusals(t *testing.T) {
 			if len(rows) == 0 {
 				t.Fatal("no journal row")
 			}
-			if rows[0].State != orchestrator.StateRefused || !strings.Contains(r.stderr, rows[0].Error) {
+			if rows[0].State != journal.StateRefused || !strings.Contains(r.stderr, rows[0].Error) {
 				t.Fatalf("journal row %s %q, want refused with the message", rows[0].State, rows[0].Error)
 			}
 		})

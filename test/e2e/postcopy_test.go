@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 	"github.com/ferryvm/ferry/sla"
 )
@@ -178,17 +179,17 @@ func TestPostcopyResumesAfterLinkCut(t *testing.T) {
 	if err := json.Unmarshal(b.out.Bytes(), &res); err != nil {
 		t.Fatalf("result json: %v", err)
 	}
-	if code != 0 || res.State != orchestrator.StateCompleted || !res.Postcopy {
+	if code != 0 || res.State != journal.StateCompleted || !res.Live.Postcopy {
 		notes := ""
 		if rows := e.history(vm); len(rows) > 0 {
 			notes = rows[0].Notes
 		}
-		t.Fatalf("exit %d, state %s, postcopy %v (error %q), want 0 completed post-copy; journal notes: %s", code, res.State, res.Postcopy, res.Error, notes)
+		t.Fatalf("exit %d, state %s, postcopy %v (error %q), want 0 completed post-copy; journal notes: %s", code, res.State, res.Live.Postcopy, res.Error, notes)
 	}
 	assertMovedClean(t, e, vm, before)
 
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateCompleted {
+	if len(rows) != 1 || rows[0].State != journal.StateCompleted {
 		t.Fatalf("journal %+v", rows)
 	}
 	if !strings.Contains(rows[0].Notes, "post-copy paused") || !strings.Contains(rows[0].Notes, "resume 1") {
@@ -249,7 +250,7 @@ wait:
 		t.Fatalf("exit %d, want 4 (needs recovery)", code)
 	}
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateFailed || !strings.Contains(rows[0].Error, "post-copy migration paused") {
+	if len(rows) != 1 || rows[0].State != journal.StateFailed || !strings.Contains(rows[0].Error, "post-copy migration paused") {
 		t.Fatalf("journal after giving up: %+v", rows)
 	}
 	if !strings.Contains(rows[0].Notes, "resume 2") {
@@ -267,12 +268,12 @@ wait:
 	if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 1 || res[0].RunsOn != "host2" || res[0].After != orchestrator.StateCompleted {
+	if len(res) != 1 || res[0].RunsOn != "host2" || res[0].After != journal.StateCompleted {
 		t.Fatalf("recover result %+v", res)
 	}
 	assertMovedClean(t, e, vm, before)
 	rows = e.history(vm)
-	if rows[0].State != orchestrator.StateCompleted || !strings.Contains(rows[0].Notes, "post-copy resumed by recover") {
+	if rows[0].State != journal.StateCompleted || !strings.Contains(rows[0].Notes, "post-copy resumed by recover") {
 		t.Fatalf("journal after recover: %+v", rows[0])
 	}
 }

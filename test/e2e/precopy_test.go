@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
 	"github.com/ferryvm/ferry/precopy"
 )
@@ -51,18 +52,18 @@ func TestPlanPredicts(t *testing.T) {
 	// guest's real dirty rate sags when the machine is busy.
 	const planCap = 20
 	busy, r := migrateJSON(t, e, "e2e-plan-busy", "--to", "host2", "--bandwidth", fmt.Sprint(planCap), "--plan")
-	if r.code != 0 || busy.Plan == nil {
-		t.Fatalf("plan busy: exit %d, plan %v", r.code, busy.Plan)
+	if r.code != 0 || busy.Live.Plan == nil {
+		t.Fatalf("plan busy: exit %d, plan %v", r.code, busy.Live.Plan)
 	}
-	if busy.Plan.Precopy.Converges || busy.Plan.Strategy == precopy.StrategyPrecopy {
-		t.Fatalf("busy guest: plain pre-copy predicted to converge (strategy %s): %s", busy.Plan.Strategy, busy.Plan.Reason)
+	if busy.Live.Plan.Precopy.Converges || busy.Live.Plan.Strategy == precopy.StrategyPrecopy {
+		t.Fatalf("busy guest: plain pre-copy predicted to converge (strategy %s): %s", busy.Live.Plan.Strategy, busy.Live.Plan.Reason)
 	}
-	if busy.Plan.Inputs.DirtyBytesPerSec <= planCap<<20 {
-		t.Fatalf("measured dirty rate %d B/s, want above the %d MiB/s cap", busy.Plan.Inputs.DirtyBytesPerSec, planCap)
+	if busy.Live.Plan.Inputs.DirtyBytesPerSec <= planCap<<20 {
+		t.Fatalf("measured dirty rate %d B/s, want above the %d MiB/s cap", busy.Live.Plan.Inputs.DirtyBytesPerSec, planCap)
 	}
 	idle, r := migrateJSON(t, e, "e2e-plan-idle", "--to", "host2", "--plan")
-	if r.code != 0 || idle.Plan == nil || !idle.Plan.Precopy.Converges || idle.Plan.Strategy != precopy.StrategyPrecopy {
-		t.Fatalf("idle guest plan: exit %d %+v", r.code, idle.Plan)
+	if r.code != 0 || idle.Live.Plan == nil || !idle.Live.Plan.Precopy.Converges || idle.Live.Plan.Strategy != precopy.StrategyPrecopy {
+		t.Fatalf("idle guest plan: exit %d %+v", r.code, idle.Live.Plan)
 	}
 	// Nothing moved, nothing journaled.
 	runsExactlyOn(t, "e2e-plan-busy", "1")
@@ -80,15 +81,15 @@ func TestOverBandwidthDefaultPolicy(t *testing.T) {
 	newBusyGuest(t, vm)
 	before := heartbeat(t, vm)
 	res, r := migrateJSON(t, e, vm, "--to", "host2", "--bandwidth", capMiBps)
-	if r.code != 0 || res.State != orchestrator.StateCompleted {
+	if r.code != 0 || res.State != journal.StateCompleted {
 		t.Fatalf("exit %d state %s: %s", r.code, res.State, r.stderr)
 	}
-	deadline := time.Duration(res.Plan.DeadlineMS) * time.Millisecond
-	if got := time.Duration(res.MigrationMS) * time.Millisecond; got > deadline {
+	deadline := time.Duration(res.Live.Plan.DeadlineMS) * time.Millisecond
+	if got := time.Duration(res.Live.MigrationMS) * time.Millisecond; got > deadline {
 		t.Fatalf("migration took %s, past its deadline %s", got, deadline)
 	}
-	if ceiling := time.Duration(res.Plan.CeilingMS) * time.Millisecond; res.Downtime > ceiling || res.DowntimeMS <= 0 {
-		t.Fatalf("downtime %d ms, want within the %s ceiling", res.DowntimeMS, ceiling)
+	if ceiling := time.Duration(res.Live.Plan.CeilingMS) * time.Millisecond; res.Live.Downtime > ceiling || res.Live.DowntimeMS <= 0 {
+		t.Fatalf("downtime %d ms, want within the %s ceiling", res.Live.DowntimeMS, ceiling)
 	}
 	runsExactlyOn(t, vm, "2")
 	heartbeatAbove(t, vm, before+4, 30*time.Second)
@@ -101,14 +102,14 @@ func TestOverBandwidthPostcopy(t *testing.T) {
 	newBusyGuest(t, vm)
 	before := heartbeat(t, vm)
 	res, r := migrateJSON(t, e, vm, "--to", "host2", "--bandwidth", capMiBps, "--allow-postcopy")
-	if r.code != 0 || res.State != orchestrator.StateCompleted {
+	if r.code != 0 || res.State != journal.StateCompleted {
 		t.Fatalf("exit %d state %s: %s", r.code, res.State, r.stderr)
 	}
-	if !res.Postcopy {
-		t.Fatalf("finished without post-copy (actions %v)", res.PolicyActions)
+	if !res.Live.Postcopy {
+		t.Fatalf("finished without post-copy (actions %v)", res.Live.PolicyActions)
 	}
 	bound := 2 * time.Duration(float64(busyMemMiB<<20)/float64(capBytesPerS)*float64(time.Second))
-	if got := time.Duration(res.MigrationMS) * time.Millisecond; got >= bound {
+	if got := time.Duration(res.Live.MigrationMS) * time.Millisecond; got >= bound {
 		t.Fatalf("post-copy migration took %s, want under 2×M/B = %s", got, bound)
 	}
 	runsExactlyOn(t, vm, "2")
@@ -121,18 +122,18 @@ func TestOnTimeoutAbort(t *testing.T) {
 	const vm = "e2e-busy-abort"
 	newBusyGuest(t, vm)
 	res, r := migrateJSON(t, e, vm, "--to", "host2", "--bandwidth", capMiBps, "--completion-timeout", "8s", "--on-timeout", "abort")
-	if r.code != 3 || res.State != orchestrator.StateRolledBack {
+	if r.code != 3 || res.State != journal.StateRolledBack {
 		t.Fatalf("exit %d state %s, want 3 rolled_back", r.code, res.State)
 	}
 	if !strings.Contains(res.Error, "completion timeout") {
 		t.Fatalf("error does not name the deadline: %s", res.Error)
 	}
 	aborted := false
-	for _, a := range res.PolicyActions {
+	for _, a := range res.Live.PolicyActions {
 		aborted = aborted || a.Kind == precopy.ActAbort
 	}
 	if !aborted {
-		t.Fatalf("no abort among the policy's actions: %v", res.PolicyActions)
+		t.Fatalf("no abort among the policy's actions: %v", res.Live.PolicyActions)
 	}
 	runsExactlyOn(t, vm, "1")
 	if st := domstate(t, "2", vm); st != "" {

@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/orchestrator"
-	"github.com/ferryvm/ferry/store"
 )
 
 // proc is a ferry process started in the background.
@@ -87,11 +87,11 @@ func TestTenMovesOfOneVMAtOnce(t *testing.T) {
 	states := map[string]int{}
 	for _, r := range rows {
 		states[r.State]++
-		if r.State == orchestrator.StateCompleted {
+		if r.State == journal.StateCompleted {
 			winner = r.ID
 		}
 	}
-	if len(rows) != 10 || states[orchestrator.StateCompleted] != 1 || states[orchestrator.StateRefused] != 9 {
+	if len(rows) != 10 || states[journal.StateCompleted] != 1 || states[journal.StateRefused] != 9 {
 		t.Fatalf("journal states %v over %d rows, want 1 completed and 9 refused", states, len(rows))
 	}
 	// A loser that saw the winner's claim names it; one that came after
@@ -142,7 +142,7 @@ func TestAPIAndCLIMovesOfOneVMAtOnce(t *testing.T) {
 	// The API's move runs in the server: wait for every row to end.
 	waitFor(t, "every move to end", 3*time.Minute, func() bool {
 		for _, r := range e.history(vm) {
-			if r.State == orchestrator.StateRunning {
+			if r.State == journal.StateRunning {
 				return false
 			}
 		}
@@ -153,10 +153,10 @@ func TestAPIAndCLIMovesOfOneVMAtOnce(t *testing.T) {
 	for _, r := range rows {
 		states[r.State]++
 	}
-	if states[orchestrator.StateCompleted] != 1 || states[orchestrator.StateRolledBack] != 0 || states[orchestrator.StateFailed] != 0 {
+	if states[journal.StateCompleted] != 1 || states[journal.StateRolledBack] != 0 || states[journal.StateFailed] != 0 {
 		t.Fatalf("journal states %v, want exactly one completed and the rest refused", states)
 	}
-	if states[orchestrator.StateRefused] != len(rows)-1 {
+	if states[journal.StateRefused] != len(rows)-1 {
 		t.Fatalf("journal states %v over %d rows", states, len(rows))
 	}
 	runsExactlyOn(t, vm, "2")
@@ -231,7 +231,7 @@ func TestDestinationLibvirtdKilledAtSwitchover(t *testing.T) {
 		t.Fatalf("exit %d, want 4 (needs recovery): the destination may have started the guest", code)
 	}
 	rows := e.history(vm)
-	if len(rows) != 1 || rows[0].State != orchestrator.StateFailed {
+	if len(rows) != 1 || rows[0].State != journal.StateFailed {
 		t.Fatalf("journal %+v", rows)
 	}
 	if st := domstate(t, "1", vm); st == "running" {
@@ -246,7 +246,7 @@ func TestDestinationLibvirtdKilledAtSwitchover(t *testing.T) {
 	if len(res) != 1 || !strings.Contains(res[0].WaitingFor, "host2") || !strings.Contains(res[0].Note, "--prefer") {
 		t.Fatalf("recover result %+v, want it waiting for host2 with a --prefer hint", res)
 	}
-	if rows := e.history(vm); rows[0].State != orchestrator.StateFailed {
+	if rows := e.history(vm); rows[0].State != journal.StateFailed {
 		t.Fatalf("row %s after a waiting recover", rows[0].State)
 	}
 	if n := openReservations(t, e, rows[0].ID); n != 1 {
@@ -298,7 +298,7 @@ func TestForeignOwnerIsLeftAloneUntilItsLeaseIsStale(t *testing.T) {
 		return active && processed > 8<<20
 	})
 	rows := e.history(vm)
-	if len(rows) != 1 || orchestrator.OwnerMachine(rows[0].Owner) != "e2e-other-machine" {
+	if len(rows) != 1 || journal.OwnerMachine(rows[0].Owner) != "e2e-other-machine" {
 		t.Fatalf("journal %+v", rows)
 	}
 	skipped := func() {
@@ -318,7 +318,7 @@ func TestForeignOwnerIsLeftAloneUntilItsLeaseIsStale(t *testing.T) {
 	skipped()
 
 	// Let the lease age past its TTL (the clock is moved in the state, not waited for).
-	db, err := store.Open(ctx, e.state)
+	db, err := journal.OpenDB(ctx, e.state)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,7 +362,7 @@ func sampleState(host, name string) string {
 // openReservations counts a move's unreleased memory reservations.
 func openReservations(t *testing.T, e *env, id string) int {
 	t.Helper()
-	db, err := store.Open(context.Background(), e.state)
+	db, err := journal.OpenDB(context.Background(), e.state)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ferryvm/ferry/orchestrator"
+	"github.com/ferryvm/ferry/hooks"
+	"github.com/ferryvm/ferry/journal"
 )
 
 // serveProc is a `ferry serve` child process and a client for its API.
@@ -132,11 +133,11 @@ func (p *serveProc) api(method, path, body string) (int, map[string]any, string)
 // hookSink is a webhook receiver on loopback.
 type hookSink struct {
 	mu    sync.Mutex
-	calls []orchestrator.HookPayload
+	calls []hooks.Payload
 }
 
 func (h *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var p orchestrator.HookPayload
+	var p hooks.Payload
 	if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
@@ -147,7 +148,7 @@ func (h *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func (h *hookSink) find(event, migration string) (orchestrator.HookPayload, bool) {
+func (h *hookSink) find(event, migration string) (hooks.Payload, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, c := range h.calls {
@@ -155,7 +156,7 @@ func (h *hookSink) find(event, migration string) (orchestrator.HookPayload, bool
 			return c, true
 		}
 	}
-	return orchestrator.HookPayload{}, false
+	return hooks.Payload{}, false
 }
 
 // ferry serve as a real process: auth, a live migration of a lab guest
@@ -169,14 +170,14 @@ func TestServe(t *testing.T) {
 
 	// A webhook receiver, listed in a copy of the lab's inventory.
 	sink := &hookSink{}
-	hooks := httptest.NewServer(sink)
-	defer hooks.Close()
+	hookSrv := httptest.NewServer(sink)
+	defer hookSrv.Close()
 	inv, err := os.ReadFile(labConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.config = filepath.Join(t.TempDir(), "ferry.yaml")
-	inv = append(inv, []byte(fmt.Sprintf("\nwebhooks:\n  - url: %s/hook\n    events: [activation]\n", hooks.URL))...)
+	inv = append(inv, []byte(fmt.Sprintf("\nwebhooks:\n  - url: %s/hook\n    events: [activation]\n", hookSrv.URL))...)
 	if err := os.WriteFile(e.config, inv, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -225,14 +226,14 @@ func TestServe(t *testing.T) {
 		if s, _ := body["stage"].(string); s != "" {
 			seen[s] = true
 		}
-		if body["state"] != orchestrator.StateRunning && body["result"] != nil {
+		if body["state"] != journal.StateRunning && body["result"] != nil {
 			final = body
 			return true
 		}
 		return false
 	})
 	t.Logf("stages seen while polling: %v", seen)
-	if final["state"] != orchestrator.StateCompleted {
+	if final["state"] != journal.StateCompleted {
 		t.Fatalf("migration ended %v: %v", final["state"], final["error"])
 	}
 	if !seen["pre-copy"] {
@@ -260,15 +261,15 @@ func TestServe(t *testing.T) {
 
 	// The journal (read by the CLI, another process) says the same.
 	rows := e.history(vm)
-	if len(rows) == 0 || rows[0].ID != id || rows[0].State != orchestrator.StateCompleted || rows[0].DowntimeMS == nil || float64(*rows[0].DowntimeMS) != downtime {
+	if len(rows) == 0 || rows[0].ID != id || rows[0].State != journal.StateCompleted || rows[0].DowntimeMS == nil || float64(*rows[0].DowntimeMS) != downtime {
 		t.Fatalf("journal: %+v", rows)
 	}
 
 	// The webhook got the activation with libvirt's downtime.
-	var hook orchestrator.HookPayload
+	var hook hooks.Payload
 	waitFor(t, "the activation webhook", 30*time.Second, func() bool {
 		var ok bool
-		hook, ok = sink.find(orchestrator.HookActivation, id)
+		hook, ok = sink.find(hooks.Activation, id)
 		return ok
 	})
 	if float64(hook.DowntimeMS) != downtime || hook.VM != vm || hook.Destination != "host2" {
@@ -295,9 +296,9 @@ func TestServe(t *testing.T) {
 	}
 	waitFor(t, "the cancelled move to end", 2*time.Minute, func() bool {
 		_, body, _ = p.api("GET", "/v1/migrations/"+back, "")
-		return body["state"] != orchestrator.StateRunning && body["result"] != nil
+		return body["state"] != journal.StateRunning && body["result"] != nil
 	})
-	if body["state"] != orchestrator.StateRolledBack || body["cancel_requested"] != true {
+	if body["state"] != journal.StateRolledBack || body["cancel_requested"] != true {
 		t.Fatalf("cancelled move: %v (%v)", body["state"], body["error"])
 	}
 	if e, _ := body["error"].(string); !strings.Contains(e, "cancelled by DELETE /v1/migrations/"+back) {

@@ -1,7 +1,11 @@
-// Package virttest provides in-memory fakes of virt.Host and virt.Domain for
-// unit tests of ferry's logic (pre-flight checks, reservations, rollback
-// decisions). They model state, not libvirt's protocol; end-to-end tests use
-// the real lab instead.
+// Package virttest provides in-memory fakes of virt.Host, virt.Domain and
+// virt.StorageHost for unit tests of ferry's logic (pre-flight checks,
+// reservations, rollback decisions, cold moves). They model state, not
+// libvirt's protocol; end-to-end tests use the real lab instead.
+//
+// Calls that can fail on a real host can be made to fail here through
+// function fields (IdentityFn, CapacityFn, CPUFn, InfoFn, XMLFn, MigrateFn,
+// Storage.CallFn): nil means the fake's normal behaviour.
 package virttest
 
 import (
@@ -42,7 +46,19 @@ func (c *Cluster) Dial(_ context.Context, uri string) (virt.Host, error) {
 	if !ok || h.Down {
 		return nil, &virt.Error{Op: "connect " + uri, Sentinel: virt.ErrUnreachable, Message: "connection refused"}
 	}
+	if h.storage != nil {
+		return &storageHost{Host: h, Storage: h.storage}, nil
+	}
 	return h, nil
+}
+
+// storageHost is what Dial returns for a host with storage attached: one
+// value that is both a virt.Host and a virt.StorageHost, which is how
+// virt.StorageOf recognises a host with a storage API. A host without
+// storage stays a plain *Host, which virt.StorageOf refuses.
+type storageHost struct {
+	*Host
+	*Storage
 }
 
 // Host is a fake libvirt host. Its fields may be changed by tests.
@@ -53,11 +69,25 @@ type Host struct {
 	UUID    string
 	Down    bool
 	// CPUFn, when set, answers CompareCPU.
-	CPUFn   func(virt.DomainSpec) error
-	Domains map[string]*Domain // by name
+	CPUFn func(virt.DomainSpec) error
+	// IdentityFn and CapacityFn, when set, answer Identity and Capacity:
+	// they get what the fake would answer, so a hook can fail some calls
+	// and pass the others through.
+	IdentityFn func(virt.Identity) (virt.Identity, error)
+	CapacityFn func(virt.Capacity) (virt.Capacity, error)
+	Domains    map[string]*Domain // by name
 
-	subs []*subscription // guarded by cluster.mu
-	evMu sync.Mutex      // serialises Emit, Disconnect and stream closes
+	subs    []*subscription // guarded by cluster.mu
+	evMu    sync.Mutex      // serialises Emit, Disconnect and stream closes
+	storage *Storage        // guarded by cluster.mu
+}
+
+// AttachStorage gives the host a storage API: from now on Cluster.Dial
+// returns a host virt.StorageOf accepts, backed by s.
+func (h *Host) AttachStorage(s *Storage) {
+	h.cluster.mu.Lock()
+	defer h.cluster.mu.Unlock()
+	h.storage = s
 }
 
 // AddDomain defines a domain on the host in the given state.
@@ -72,9 +102,19 @@ func (h *Host) AddDomain(name, uuid string, memBytes uint64, state virt.State) *
 func (h *Host) URI() string  { return h.uri }
 func (h *Host) Close() error { return nil }
 func (h *Host) Identity() (virt.Identity, error) {
-	return virt.Identity{Hostname: h.uri, UUID: h.UUID, Arch: "x86_64"}, nil
+	id := virt.Identity{Hostname: h.uri, UUID: h.UUID, Arch: "x86_64"}
+	if h.IdentityFn != nil {
+		return h.IdentityFn(id)
+	}
+	return id, nil
 }
-func (h *Host) Capacity() (virt.Capacity, error) { return h.Cap, nil }
+
+func (h *Host) Capacity() (virt.Capacity, error) {
+	if h.CapacityFn != nil {
+		return h.CapacityFn(h.Cap)
+	}
+	return h.Cap, nil
+}
 
 func (h *Host) ListDomains() ([]virt.DomainInfo, error) {
 	h.cluster.mu.Lock()
@@ -219,6 +259,12 @@ type Domain struct {
 	info virt.DomainInfo
 	// MigrateFn, when set, replaces the default instant successful move.
 	MigrateFn func(ctx context.Context, d *Domain, p virt.MigrateParams) error
+	// InfoFn, when set, answers Info: it gets the fake's current info, so a
+	// hook can fail some calls and pass the others through.
+	InfoFn func(virt.DomainInfo) (virt.DomainInfo, error)
+	// XMLFn, when set, answers XML (a definition with disks for a cold
+	// move, or a failure); nil gives a minimal definition.
+	XMLFn     func(migratable bool) (string, error)
 	Stats     virt.JobStats
 	DirtyRate uint64 // bytes/s reported by MeasureDirtyRate
 	Calls     []string
@@ -226,8 +272,12 @@ type Domain struct {
 
 func (d *Domain) Info() (virt.DomainInfo, error) {
 	d.host.cluster.mu.Lock()
-	defer d.host.cluster.mu.Unlock()
-	return d.info, nil
+	info := d.info
+	d.host.cluster.mu.Unlock()
+	if d.InfoFn != nil {
+		return d.InfoFn(info)
+	}
+	return info, nil
 }
 
 // SetState changes the fake's state.
@@ -237,7 +287,10 @@ func (d *Domain) SetState(s virt.State, reason string) {
 	d.info.State, d.info.Reason = s, reason
 }
 
-func (d *Domain) XML(bool) (string, error) {
+func (d *Domain) XML(migratable bool) (string, error) {
+	if d.XMLFn != nil {
+		return d.XMLFn(migratable)
+	}
 	return fmt.Sprintf("<domain type='qemu'><name>%s</name><uuid>%s</uuid></domain>", d.info.Name, d.info.UUID), nil
 }
 
