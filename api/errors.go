@@ -54,6 +54,7 @@ func apiErr(status int, code, msg string) *Error {
 //	415 unsupported_media_type a body that is not application/json
 //	422 insufficient_memory    no room on the destination's memory
 //	422 insufficient_cpus      the destination has fewer CPUs than the VM vCPUs
+//	422 migration_tls          migration TLS is required but a host lacks its certificates
 //	422 insufficient_storage   no room in the destination pool (cold)
 //	422 cpu_incompatible       the destination cannot run the guest's CPU
 //	422 no_placement           "to": "auto" found no host that fits
@@ -95,6 +96,8 @@ func statusOf(err error) (int, string) {
 		return http.StatusUnprocessableEntity, "insufficient_memory"
 	case errors.Is(err, orchestrator.ErrInsufficientStorage):
 		return http.StatusUnprocessableEntity, "insufficient_storage"
+	case errors.Is(err, orchestrator.ErrMigrationTLS):
+		return http.StatusUnprocessableEntity, "migration_tls"
 	case errors.Is(err, orchestrator.ErrTooFewCPUs):
 		return http.StatusUnprocessableEntity, "insufficient_cpus"
 	case errors.Is(err, orchestrator.ErrCPUIncompatible):

@@ -26,7 +26,7 @@ die() { printf '[bench-cold] ERROR: %s\n' "$*" >&2; exit 1; }
 . "$HERE/lab-common.sh"
 
 export FERRY_LAB_ROOT=$ROOT
-export FERRY_CONFIG=$ROOT/ferry.yaml
+export FERRY_CONFIG=$ROOT/ferry-plain.yaml # virsh runs without --tls: so does ferry
 FERRY=${FERRY_BIN:-$REPO/bin/ferry}
 REPS=${BENCH_REPS:-3}
 GIB=${BENCH_COLD_GIB:-4}

@@ -22,7 +22,7 @@ die() { printf '[bench-drain] ERROR: %s\n' "$*" >&2; exit 1; }
 . "$HERE/lab-common.sh"
 
 export FERRY_LAB_ROOT=$ROOT
-export FERRY_CONFIG=$ROOT/ferry.yaml
+export FERRY_CONFIG=$ROOT/ferry-plain.yaml # virsh runs without --tls: so does ferry
 FERRY=${FERRY_BIN:-$REPO/bin/ferry}
 REPS=${BENCH_REPS:-3}
 MIB=${BENCH_DRAIN_MIB:-256}

@@ -87,7 +87,7 @@ esac
 
 export FERRY_LAB_ROOT=${FERRY_LAB_ROOT:-/var/lib/ferry-lab}
 NET=${FERRY_LAB_NET:-127.0.10}
-export FERRY_CONFIG=$FERRY_LAB_ROOT/ferry.yaml
+export FERRY_CONFIG=$FERRY_LAB_ROOT/ferry-plain.yaml # virsh runs without --tls: so does ferry
 FERRY=${FERRY_BIN:-$REPO/bin/ferry}
 REPS=${BENCH_REPS:-3}
 SCENARIOS=${BENCH_SCENARIOS:-idle hot overbw big}

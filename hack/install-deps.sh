@@ -16,7 +16,8 @@ die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage libvirt-clients libvirt-dev qemu-system-x86 qemu-utils)
 # ovmf: UEFI firmware for the cold-move e2e guest with NVRAM; iproute2: `ss -K` cuts the
 # post-copy stream in e2e; e2fsprogs: `chattr +i` makes a delete fail in the cold recover e2e
-EXTRA=(cpio time sqlite3 pkg-config jq ovmf iproute2 e2fsprogs)
+# openssl: the lab's CA and certificates (TLS); tcpdump: e2e checks what crosses the wire
+EXTRA=(cpio time sqlite3 pkg-config jq ovmf iproute2 e2fsprogs openssl tcpdump)
 
 have_backports_versions() {
   local v

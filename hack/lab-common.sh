@@ -8,7 +8,8 @@ CACHE=${FERRY_LAB_CACHE:-/var/cache/ferry-lab}
 SHARED=$ROOT/shared
 CONSOLE_DIR=$SHARED/console
 # what each host bind-mounts over the system's libvirt directories
-LAB_DIRS=(etc:/etc/libvirt run:/run/libvirt lib:/var/lib/libvirt log:/var/log/libvirt cache:/var/cache/libvirt)
+# (pki: the host's own certificates at libvirt's and QEMU's default paths, lab-pki.sh)
+LAB_DIRS=(etc:/etc/libvirt run:/run/libvirt lib:/var/lib/libvirt log:/var/log/libvirt cache:/var/cache/libvirt pki:/etc/pki)
 
 host_dir() { echo "$ROOT/hosts/host$1"; }
 # FERRY_LAB_NET picks the /24 of loopback the lab lives in, so several labs
@@ -16,6 +17,8 @@ host_dir() { echo "$ROOT/hosts/host$1"; }
 LAB_NET=${FERRY_LAB_NET:-127.0.10}
 host_addr() { echo "$LAB_NET.$1"; }
 host_uri() { echo "qemu+tcp://$LAB_NET.$1/system"; }
+# host_tls_uri i: host i over TLS with ferry's client certificate (lab-pki.sh)
+host_tls_uri() { echo "qemu+tls://$LAB_NET.$1/system?pkipath=$ROOT/pki/ferry"; }
 
 # lab_hosts: the host numbers that have a directory in the lab, ascending.
 lab_hosts() {

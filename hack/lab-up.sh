@@ -4,10 +4,13 @@
 #
 #   host i = libvirtd + virtlogd in a private mount namespace whose /etc/libvirt, /run/libvirt,
 #            /var/lib/libvirt, /var/log/libvirt, /var/cache/libvirt are $FERRY_LAB_ROOT/hosts/hosti/*,
-#            listening on qemu+tcp://127.0.10.i/system, migrating over tcp://127.0.10.i,
+#            listening on qemu+tcp://127.0.10.i/system and qemu+tls (lab-pki.sh: a lab CA, each
+#            host's certificates at /etc/pki in its namespace), migrating over tcp://127.0.10.i
+#            (with QEMU's migration TLS when asked),
 #            with a `default` dir pool on its own /var/lib/libvirt/images.
 #   $FERRY_LAB_ROOT/shared        same path on every host (shared storage); shared/console: guest serial logs
-#   $FERRY_LAB_ROOT/ferry.yaml    ferry inventory of the N hosts
+#   $FERRY_LAB_ROOT/ferry.yaml    ferry inventory of the N hosts over TLS (ferry-tcp.yaml: plain TCP,
+#                                 ferry-plain.yaml: plain TCP and no migration TLS)
 #   $FERRY_LAB_ROOT/lab.env       FERRY_CONFIG, FERRY_LAB_ROOT, FERRY_LAB_HOSTS, ... (KEY=value lines)
 #
 # Re-runnable: hosts that are up are left alone, dead ones are restarted. Exit 0 only if all N answer.
@@ -19,6 +22,8 @@ say() { printf '[lab-up] %s\n' "$*" >&2; }
 die() { printf '[lab-up] ERROR: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=lab-common.sh
 . "$HERE/lab-common.sh"
+# shellcheck source=lab-pki.sh
+. "$HERE/lab-pki.sh"
 
 # N: the argument, else $FERRY_LAB_HOSTS, else the size of the lab already there (so a bare
 # re-run that restarts a killed host keeps a 3-host inventory at 3), else 2.
@@ -30,7 +35,7 @@ case "$N" in '' | *[!0-9]*) die "usage: lab-up.sh [N]  (N = number of hosts, 1..
 
 # --- prerequisites -----------------------------------------------------------------------
 missing=()
-for c in libvirtd virtlogd virsh qemu-system-x86_64 unshare nsenter cpio timeout flock; do
+for c in libvirtd virtlogd virsh qemu-system-x86_64 unshare nsenter cpio timeout flock openssl; do
   command -v "$c" >/dev/null || missing+=("$c")
 done
 for so in libvirt_driver_qemu.so libvirt_driver_storage.so; do
@@ -63,6 +68,10 @@ if [ ! -d "$ROOT/pristine/etc-libvirt" ]; then
 fi
 
 say "guest initramfs: $("$HERE/guest/build.sh" 9>&-)"
+# each host bind-mounts its own /etc/pki over this one
+mkdir -p /etc/pki
+pki_ca
+pki_ferry
 
 # --- per host ----------------------------------------------------------------------------
 write_config() {
@@ -70,6 +79,7 @@ write_config() {
   H=$(host_dir "$i")
   addr=$(host_addr "$i")
   mkdir -p "$H"/{run,lib/images,log,cache}
+  pki_host "$i"
   if [ ! -e "$H/.etc-seeded" ]; then
     rm -rf "$H/etc"
     cp -a "$ROOT/pristine/etc-libvirt" "$H/etc"
@@ -79,9 +89,12 @@ write_config() {
   pmin=$((49152 + (i - 1) * 64))
   cat >"$H/etc/libvirtd.conf" <<EOF
 # written by hack/lab-up.sh: ferry lab host$i
-listen_tls = 0
+# TLS (port 16514) with the lab's certificates at libvirt's default paths (lab-pki.sh); plain
+# TCP stays for the lab's own tools
+listen_tls = 1
 listen_tcp = 1
 listen_addr = "$addr"
+auth_tls = "none"
 auth_tcp = "none"
 auth_unix_ro = "none"
 auth_unix_rw = "none"
@@ -119,6 +132,8 @@ websocket_port_min = $((5700 + (i - 1) * 2))
 websocket_port_max = $((5700 + (i - 1) * 2 + 1))
 # qemu's stdout/stderr go to virtlogd -> /var/log/libvirt/qemu/NAME.log (this host's log dir)
 stdio_handler = "logd"
+# migration TLS from the default directory, /etc/pki/qemu (lab-pki.sh): each side checks the other
+migrate_tls_x509_verify = 1
 EOF
 }
 
@@ -235,15 +250,26 @@ for i in $(lab_hosts); do
 done
 
 # --- inventory -----------------------------------------------------------------------------
-{
-  echo "# ferry lab inventory, written by hack/lab-up.sh"
-  echo "hosts:"
-  for i in $(seq 1 "$N"); do
-    printf '  - name: host%d\n    uri: %s\n    migration_address: %s\n    labels: {lab: "true"}\n' \
-      "$i" "$(host_uri "$i")" "$(host_addr "$i")"
-  done
-} >"$ROOT/ferry.yaml.tmp"
-mv "$ROOT/ferry.yaml.tmp" "$ROOT/ferry.yaml"
+# ferry.yaml reaches every host over TLS and migrates with TLS when both hosts can (the
+# default, preferred); ferry-tcp.yaml reaches them over plain TCP, the same otherwise;
+# ferry-plain.yaml is plain TCP without migration TLS (what virsh does without --tls: the
+# benchmarks' baseline).
+write_inventory() {
+  local file=$1 uri=$2 extra=${3:-} i
+  {
+    echo "# ferry lab inventory, written by hack/lab-up.sh"
+    echo "hosts:"
+    for i in $(seq 1 "$N"); do
+      printf '  - name: host%d\n    uri: %s\n    migration_address: %s\n    labels: {lab: "true"}\n' \
+        "$i" "$($uri "$i")" "$(host_addr "$i")"
+      [ -z "$extra" ] || printf '    %s\n' "$extra"
+    done
+  } >"$file.tmp"
+  mv "$file.tmp" "$file"
+}
+write_inventory "$ROOT/ferry.yaml" host_tls_uri
+write_inventory "$ROOT/ferry-tcp.yaml" host_uri
+write_inventory "$ROOT/ferry-plain.yaml" host_uri "migration_tls: off"
 cat >"$ROOT/lab.env.tmp" <<EOF
 FERRY_CONFIG=$ROOT/ferry.yaml
 FERRY_LAB_ROOT=$ROOT

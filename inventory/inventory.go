@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -61,6 +62,42 @@ type Host struct {
 	ReservedMemoryMiB *uint64           `yaml:"reserved_memory_mib,omitempty" json:"reserved_memory_mib,omitempty"`
 	// LinkMiBps is the migration link's bandwidth, used to plan pre-copy.
 	LinkMiBps uint64 `yaml:"link_mibps,omitempty" json:"link_mibps,omitempty"`
+	// MigrationTLS says whether guest memory moving to or from this host
+	// is encrypted (QEMU's TLS migration): required, preferred (the
+	// default: when both hosts have the certificates) or off.
+	MigrationTLS string `yaml:"migration_tls,omitempty" json:"migration_tls,omitempty"`
+	// MigrationTLSDir is where the host's QEMU finds those certificates
+	// (qemu.conf migrate_tls_x509_cert_dir; default DefaultMigrationTLSDir).
+	MigrationTLSDir string `yaml:"migration_tls_dir,omitempty" json:"migration_tls_dir,omitempty"`
+	// MigrationTLSName is the name in the host's certificate when it is not
+	// its migration address.
+	MigrationTLSName string `yaml:"migration_tls_name,omitempty" json:"migration_tls_name,omitempty"`
+}
+
+// Migration TLS policies (Host.MigrationTLS).
+const (
+	TLSRequired  = "required"
+	TLSPreferred = "preferred"
+	TLSOff       = "off"
+)
+
+// DefaultMigrationTLSDir is libvirt's default migrate_tls_x509_cert_dir.
+const DefaultMigrationTLSDir = "/etc/pki/qemu"
+
+// TLSPolicy is the host's migration TLS policy, defaults applied.
+func (h Host) TLSPolicy() string {
+	if h.MigrationTLS == "" {
+		return TLSPreferred
+	}
+	return h.MigrationTLS
+}
+
+// TLSDir is the host's migration certificate directory, defaults applied.
+func (h Host) TLSDir() string {
+	if h.MigrationTLSDir == "" {
+		return DefaultMigrationTLSDir
+	}
+	return h.MigrationTLSDir
 }
 
 // ReservedBytes is the memory never handed to migrated guests.
@@ -156,6 +193,9 @@ func Parse(data []byte) (*Inventory, error) {
 		if err := virt.ValidateURI(h.URI); err != nil {
 			return nil, fmt.Errorf("host %q: %w", h.Name, err)
 		}
+		if err := h.validateTLS(); err != nil {
+			return nil, fmt.Errorf("host %q: %w", h.Name, err)
+		}
 	}
 	if inv.Limits.MaxIncoming < 0 || inv.Limits.MaxOutgoing < 0 {
 		return nil, fmt.Errorf("limits: max_incoming and max_outgoing must be 0 (no limit) or more")
@@ -209,3 +249,21 @@ func (inv *Inventory) Resolve(s string) (Host, error) {
 	}
 	return Host{}, &Error{Kind: ErrUnknownHost, Msg: fmt.Sprintf("unknown host %q: not in the inventory (%s; %s) and not a libvirt URI such as qemu+tcp://%s/system", s, where, known, s)}
 }
+
+// validateTLS checks the migration TLS settings of a host entry.
+func (h Host) validateTLS() error {
+	switch h.MigrationTLS {
+	case "", TLSRequired, TLSPreferred, TLSOff:
+	default:
+		return fmt.Errorf("migration_tls %q: use required, preferred or off", h.MigrationTLS)
+	}
+	if h.MigrationTLSDir != "" && !filepath.IsAbs(h.MigrationTLSDir) {
+		return fmt.Errorf("migration_tls_dir %q must be an absolute path", h.MigrationTLSDir)
+	}
+	if h.MigrationTLSName != "" && !tlsNameRE.MatchString(h.MigrationTLSName) {
+		return fmt.Errorf("migration_tls_name %q is not a host name or address", h.MigrationTLSName)
+	}
+	return nil
+}
+
+var tlsNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.:-]{0,252}$`)

@@ -25,6 +25,28 @@ type HostStatus struct {
 	QEMUVersion     string `json:"qemu_version,omitempty"`
 	// Maintenance is set while the host is drained / in maintenance.
 	Maintenance *journal.MaintenanceMark `json:"maintenance,omitempty"`
+	// Transport is how ferry reaches the host: tcp, tls, ssh, ...
+	Transport string `json:"transport"`
+	// MigrationTLS says what the host's migration certificate directory
+	// offers: "client and server", "server only", "client only", or
+	// "none: ..." / "unknown: ..." with why.
+	MigrationTLS string `json:"migration_tls_offer,omitempty"`
+}
+
+// tlsOfferText summarises a host's migration certificates for `ferry hosts`.
+func tlsOfferText(o tlsOffer) string {
+	server, client := o.has(tlsServerFiles), o.has(tlsClientFiles)
+	switch {
+	case o.Unknown != "":
+		return "unknown: " + o.Unknown
+	case server && client:
+		return "client and server"
+	case server:
+		return "server only"
+	case client:
+		return "client only"
+	}
+	return "none: " + o.missing(tlsServerFiles)
 }
 
 // VMStatus is one domain on one host.
@@ -63,7 +85,7 @@ func (c *Controller) Hosts(ctx context.Context, names []string) ([]HostStatus, e
 	}
 	var mu sync.Mutex
 	c.forHosts(ctx, hosts, func(h inventory.Host, conn virt.Host, err error) {
-		st := HostStatus{Host: h}
+		st := HostStatus{Host: h, Transport: virt.Transport(h.URI)}
 		if err == nil {
 			var capa virt.Capacity
 			if capa, err = conn.Capacity(); err == nil {
@@ -77,6 +99,9 @@ func (c *Controller) Hosts(ctx context.Context, names []string) ([]HostStatus, e
 							st.VMsRunning++
 						}
 					}
+				}
+				if h.TLSPolicy() != inventory.TLSOff {
+					st.MigrationTLS = tlsOfferText(probeTLS(conn, h.TLSDir()))
 				}
 				if id, ierr := conn.Identity(); ierr == nil && c.Journal != nil {
 					st.ReservedBytes, _ = c.Journal.Reserved(ctx, id.UUID)

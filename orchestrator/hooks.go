@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferryvm/ferry/hooks"
 	"github.com/ferryvm/ferry/journal"
+	"github.com/ferryvm/ferry/virt"
 )
 
 // Hooks at stage boundaries (package hooks sends them): only pre-migration
@@ -42,8 +43,8 @@ func (m *move) payload(event string) hooks.Payload {
 		kind = "live"
 	}
 	return hooks.Payload{Event: event, Stage: stage, Kind: kind, Timestamp: m.c.now(), MigrationID: m.rec.ID,
-		VM: m.info.Name, VMUUID: m.info.UUID, Source: m.src.Name, SourceURI: m.src.URI,
-		Destination: m.dst.Name, DestinationURI: m.dst.URI}
+		VM: m.info.Name, VMUUID: m.info.UUID, Source: m.src.Name, SourceURI: virt.PeerURI(m.src.URI),
+		Destination: m.dst.Name, DestinationURI: virt.PeerURI(m.dst.URI)}
 }
 
 // fire dispatches an event of this move and keeps its failures for the result.
@@ -109,7 +110,7 @@ func (c *Controller) recoverHooks(ctx context.Context, log *logrus.Entry, r *jou
 		kind = "live"
 	}
 	p := hooks.Payload{Event: event, Stage: r.Stage.String(), Kind: kind, MigrationID: r.ID, VM: r.VM, VMUUID: r.VMUUID,
-		Source: r.Source, SourceURI: r.SourceURI, Destination: r.Dest, DestinationURI: r.DestURI, Error: errText}
+		Source: r.Source, SourceURI: virt.PeerURI(r.SourceURI), Destination: r.Dest, DestinationURI: virt.PeerURI(r.DestURI), Error: errText}
 	if event == hooks.Activation {
 		p.Stage = journal.StageActivation.String()
 		// recover may just have read libvirt's figures into the row.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ferryvm/ferry/inventory"
 	"github.com/ferryvm/ferry/journal"
 	"github.com/ferryvm/ferry/placement"
 	"github.com/ferryvm/ferry/units"
@@ -66,6 +67,9 @@ func (m liveOps) needs() placement.VMNeeds {
 // measures the guest and plans the pre-copy.
 func (m liveOps) reserve(ctx context.Context) error {
 	c := m.c
+	if err := m.chooseTLS(); err != nil {
+		return err
+	}
 	if !m.req.DryRun {
 		if err := m.acquireSlot(ctx); err != nil {
 			return m.check(placement.RuleBusy, err, "")
@@ -104,4 +108,26 @@ func sub(a, b uint64) uint64 {
 		return a - b
 	}
 	return 0
+}
+
+// chooseTLS decides whether the migration streams are encrypted.
+func (m liveOps) chooseTLS() error {
+	var so, do tlsOffer
+	if m.src.TLSPolicy() != inventory.TLSOff && m.dst.TLSPolicy() != inventory.TLSOff {
+		so, do = probeTLS(m.srcConn, m.src.TLSDir()), probeTLS(m.dstConn, m.dst.TLSDir())
+	}
+	addr := m.dst.MigrationAddress
+	if addr == "" {
+		addr = virt.URIHost(m.dst.URI)
+	}
+	ch := decideTLS(m.src, m.dst, so, do, loopbackAddr(addr))
+	if ch.Refuse != "" {
+		return m.check("migration-tls", refuse(ErrMigrationTLS, nil, "%s", ch.Refuse), "")
+	}
+	_ = m.check("migration-tls", nil, ch.Detail)
+	m.res.Live.MigrationTLS = ch.Use
+	if ch.Clear {
+		m.res.Live.Warnings = append(m.res.Live.Warnings, ch.Detail)
+	}
+	return nil
 }

@@ -47,6 +47,9 @@ type LiveResult struct {
 	Postcopy    bool          `json:"postcopy,omitempty"`
 	// PolicyActions are the pre-copy policy's decisions, in order.
 	PolicyActions []precopy.Action `json:"policy_actions,omitempty"`
+	// MigrationTLS: the migration streams were encrypted.
+	MigrationTLS bool     `json:"migration_tls"`
+	Warnings     []string `json:"warnings,omitempty"`
 }
 
 // ColdResult is what a cold move adds to its Result.

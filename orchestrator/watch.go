@@ -70,7 +70,8 @@ func (w *watch) params() virt.MigrateParams {
 		dataURI = w.dataURI // post-copy: a known port to resume at
 	}
 	return virt.MigrateParams{
-		DestURI: m.dst.URI, DataURI: dataURI,
+		DestURI: virt.PeerURI(m.dst.URI), DataURI: dataURI,
+		TLS: m.res.Live.MigrationTLS, TLSDestination: m.dst.MigrationTLSName,
 		BandwidthMiBps: uint64(w.job.BandwidthBytesPerSec >> 20), CopyStorage: m.req.Live.CopyStorage,
 		Postcopy: w.job.Postcopy, AutoConverge: true,
 		AutoConvergeInitial: w.job.ThrottleInitialPct, AutoConvergeIncrement: w.job.ThrottleIncrementPct,

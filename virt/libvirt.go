@@ -346,6 +346,12 @@ func (d *domain) Migrate(ctx context.Context, p MigrateParams) error {
 	if p.Postcopy {
 		flags |= libvirt.MIGRATE_POSTCOPY
 	}
+	if p.TLS {
+		flags |= libvirt.MIGRATE_TLS
+		if p.TLSDestination != "" {
+			params.TLSDestinationSet, params.TLSDestination = true, p.TLSDestination
+		}
+	}
 	if p.AutoConverge {
 		flags |= libvirt.MIGRATE_AUTO_CONVERGE
 		if p.AutoConvergeInitial > 0 {

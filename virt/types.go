@@ -181,6 +181,12 @@ type MigrateParams struct {
 	AutoConverge          bool
 	AutoConvergeInitial   int
 	AutoConvergeIncrement int
+	// TLS encrypts the migration streams (VIR_MIGRATE_TLS): both hosts'
+	// QEMU need certificates (qemu.conf migrate_tls_x509_cert_dir).
+	TLS bool
+	// TLSDestination is the name the destination's certificate carries when
+	// it is not the data URI's host (VIR_MIGRATE_PARAM_TLS_DESTINATION).
+	TLSDestination string
 }
 
 // EventKind classifies an Event.

@@ -50,3 +50,41 @@ func URIHost(uri string) string {
 	}
 	return u.Hostname()
 }
+
+// Transport is how a libvirt URI reaches its daemon: "tcp", "tls", "ssh",
+// "libssh", "libssh2", "unix" (local socket), or "" for an unparsable URI.
+// A plain remote qemu:// URI is TLS, as libvirt reads it.
+func Transport(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return ""
+	}
+	if _, t, ok := strings.Cut(u.Scheme, "+"); ok {
+		return t
+	}
+	if u.Host != "" {
+		return "tls"
+	}
+	return "unix"
+}
+
+// clientParams are URI parameters naming files or settings of the machine
+// that opens the connection (libvirt's pkipath, ssh's keyfile and
+// known_hosts): meaningful to ferry, not to a host it hands the URI to.
+var clientParams = []string{"pkipath", "keyfile", "known_hosts", "known_hosts_verify", "sshauth", "no_verify", "no_tty"}
+
+// PeerURI is the URI a source host's libvirtd uses to reach the
+// destination in a peer-to-peer migration: ferry's URI without the
+// parameters that name ferry's own credentials (the host uses its own).
+func PeerURI(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil || u.RawQuery == "" {
+		return uri
+	}
+	q := u.Query()
+	for _, p := range clientParams {
+		q.Del(p)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}

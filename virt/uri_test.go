@@ -31,3 +31,24 @@ func TestValidateURI(t *testing.T) {
 		}
 	}
 }
+
+func TestTransportAndPeerURI(t *testing.T) {
+	for uri, want := range map[string]string{
+		"qemu+tcp://h/system": "tcp", "qemu+tls://h/system?pkipath=/x": "tls", "qemu+ssh://root@h/system": "ssh",
+		"qemu:///system": "unix", "qemu://h/system": "tls", "qemu+libssh2://h/system": "libssh2",
+	} {
+		if got := Transport(uri); got != want {
+			t.Errorf("Transport(%q) = %q, want %q", uri, got, want)
+		}
+	}
+	for uri, want := range map[string]string{
+		"qemu+tls://h/system?pkipath=/var/lib/ferry/pki":                        "qemu+tls://h/system",
+		"qemu+ssh://root@h/system?keyfile=/k&known_hosts=/kh&mode=direct":       "qemu+ssh://root@h/system?mode=direct",
+		"qemu+tcp://127.0.10.2/system":                                          "qemu+tcp://127.0.10.2/system",
+		"qemu+tls://h/system?no_verify=1&pkipath=/p&socket=/run/libvirt/x.sock": "qemu+tls://h/system?socket=%2Frun%2Flibvirt%2Fx.sock",
+	} {
+		if got := PeerURI(uri); got != want {
+			t.Errorf("PeerURI(%q) = %q, want %q", uri, got, want)
+		}
+	}
+}

@@ -40,6 +40,7 @@ func printResult(w io.Writer, r *orchestrator.Result) {
 		fmt.Fprintf(w, "  downtime      %s\n", dur(l.Downtime))
 		fmt.Fprintf(w, "  data sent     %s of %s memory\n", units.IEC(l.DataSent), units.IEC(l.MemoryBytes))
 		fmt.Fprintf(w, "  iterations    %d\n", l.Iterations)
+		fmt.Fprintf(w, "  streams       %s\n", streamsText(l))
 		if l.Strategy != "" {
 			how := l.Strategy
 			if l.Postcopy {
@@ -48,7 +49,7 @@ func printResult(w io.Writer, r *orchestrator.Result) {
 			fmt.Fprintf(w, "  strategy      %s (%d policy actions)\n", how, len(l.PolicyActions))
 		}
 		fmt.Fprintf(w, "  migration id  %s\n", r.ID)
-		for _, h := range r.HookErrors {
+		for _, h := range append(l.Warnings, r.HookErrors...) {
 			fmt.Fprintf(w, "  warning       %s\n", h)
 		}
 	case journal.StateRolledBack:
@@ -82,4 +83,16 @@ func printPlan(w io.Writer, r *orchestrator.Result) {
 		units.IEC(uint64(e.SentBytes)), dur(time.Duration(e.DowntimeMS)*time.Millisecond))
 	fmt.Fprintf(w, "  ceiling, deadline %s, %s then %s\n", dur(time.Duration(p.CeilingMS)*time.Millisecond),
 		dur(time.Duration(p.DeadlineMS)*time.Millisecond), p.OnTimeout)
+	fmt.Fprintf(w, "  streams           %s\n", streamsText(r.Live))
+	for _, warn := range r.Live.Warnings {
+		fmt.Fprintf(w, "  warning           %s\n", warn)
+	}
+}
+
+// streamsText says whether guest memory crossed (or will cross) encrypted.
+func streamsText(l *orchestrator.LiveResult) string {
+	if l.MigrationTLS {
+		return "encrypted (migration TLS)"
+	}
+	return "not encrypted (migration TLS off or unavailable; see the migration-tls check)"
 }

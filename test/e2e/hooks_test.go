@@ -98,7 +98,7 @@ fi
 		t.Fatalf("payload %s: %v", data, err)
 	}
 	if p.Event != "pre-migration" || p.Stage != "pre-migration" || p.Kind != "live" || p.MigrationID != row.ID || p.VM != vm ||
-		p.Source != "host1" || p.Destination != "host2" || p.SourceURI != hostURI("1") || p.Timestamp.IsZero() {
+		p.Source != "host1" || p.Destination != "host2" || p.SourceURI != labURI("1") || p.Timestamp.IsZero() {
 		t.Fatalf("pre-migration payload %+v", p)
 	}
 	if files, _ := filepath.Glob(filepath.Join(out, "*.json")); len(files) != 1 {
@@ -167,7 +167,7 @@ func TestHooksWebhooksOfALiveMove(t *testing.T) {
 	for _, c := range calls {
 		p := c.p
 		if p.MigrationID != res.ID || p.VM != vm || p.Source != "host1" || p.Destination != "host2" || p.Kind != "live" ||
-			p.Stage != stages[p.Event] || p.DestinationURI != hostURI("2") || p.Timestamp.IsZero() {
+			p.Stage != stages[p.Event] || p.DestinationURI != labURI("2") || p.Timestamp.IsZero() {
 			t.Errorf("%s payload %+v (migration %s)", p.Event, p, res.ID)
 		}
 		if c.header.Get("X-Ferry-Event") != p.Event || c.header.Get("Content-Type") != "application/json" ||

@@ -71,7 +71,15 @@ func labNet() string {
 	return "127.0.10"
 }
 
+// hostURI is host n over plain TCP, for the tests' own virsh calls.
 func hostURI(n string) string { return "qemu+tcp://" + labNet() + "." + n + "/system" }
+
+// labURI is host n as the lab inventory (ferry.yaml) reaches it, less ferry's
+// own credential path: what hooks and peers see.
+func labURI(n string) string { return "qemu+tls://" + labNet() + "." + n + "/system" }
+
+// labInvURI is host n's URI in the lab inventory, ferry's credentials included.
+func labInvURI(n string) string { return labURI(n) + "?pkipath=" + filepath.Join(labRoot, "pki", "ferry") }
 
 // env is one test's ferry environment: its own state database.
 type env struct {

@@ -114,7 +114,7 @@ func TestRefusals(t *testing.T) {
 		{name: "unknown destination", vm: vm, args: []string{"--to", "host9"}, message: `unknown host "host9"`},
 		{name: "unreachable destination", vm: vm, args: []string{"--to", "qemu+tcp://" + labNet() + ".99/system"}, message: "is unreachable"},
 		{name: "source is destination", vm: vm, args: []string{"--to", "host1"}, message: "already runs on host1"},
-		{name: "source is destination by URI", vm: vm, args: []string{"--from", "host1", "--to", hostURI("1")}, message: "source and destination are both host1"},
+		{name: "source is destination by URI", vm: vm, args: []string{"--from", "host1", "--to", labInvURI("1")}, message: "source and destination are both host1"},
 		{name: "VM not running", vm: stopped, args: []string{"--to", "host2"}, message: "is shutoff on host1"},
 		{name: "name clash on destination", vm: vm, args: []string{"--to", "host2"}, message: "already has a domain \"" + vm + "\"",
 			setup: func(t *testing.T) {
