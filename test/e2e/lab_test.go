@@ -79,7 +79,9 @@ func hostURI(n string) string { return "qemu+tcp://" + labNet() + "." + n + "/sy
 func labURI(n string) string { return "qemu+tls://" + labNet() + "." + n + "/system" }
 
 // labInvURI is host n's URI in the lab inventory, ferry's credentials included.
-func labInvURI(n string) string { return labURI(n) + "?pkipath=" + filepath.Join(labRoot, "pki", "ferry") }
+func labInvURI(n string) string {
+	return labURI(n) + "?pkipath=" + filepath.Join(labRoot, "pki", "ferry")
+}
 
 // env is one test's ferry environment: its own state database.
 type env struct {
