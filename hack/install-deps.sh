@@ -17,7 +17,9 @@ PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage li
 # ovmf: UEFI firmware for the cold-move e2e guest with NVRAM; iproute2: `ss -K` cuts the
 # post-copy stream in e2e; e2fsprogs: `chattr +i` makes a delete fail in the cold recover e2e
 # openssl: the lab's CA and certificates (TLS); tcpdump: e2e checks what crosses the wire
-EXTRA=(cpio time sqlite3 pkg-config jq ovmf iproute2 e2fsprogs openssl tcpdump)
+# openssh-server, openssh-client: qemu+ssh (lab-ssh.sh runs its own sshd per host on port 2222;
+# the machine's own sshd service is neither needed nor started here)
+EXTRA=(cpio time sqlite3 pkg-config jq ovmf iproute2 e2fsprogs openssl tcpdump openssh-server openssh-client)
 
 have_backports_versions() {
   local v
@@ -48,7 +50,17 @@ else
   say "installing ${PKGS[*]} from bookworm-backports"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports --no-install-recommends \
     -o Dpkg::Options::=--force-confold "${PKGS[@]}" >/dev/null || die "installing libvirt/QEMU from bookworm-backports failed"
+  # policy-rc.d (Debian's invoke-rc.d hook) keeps the packages' services, the machine's sshd on
+  # port 22 among them, from being started by the install; only one we made is removed again.
+  policy=''
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    policy=/usr/sbin/policy-rc.d
+    printf '#!/bin/sh\n# ferry install-deps.sh: no service starts during the install\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${EXTRA[@]}" >/dev/null || die "installing ${EXTRA[*]} failed"
+  if [ -n "$policy" ]; then rm -f "$policy"; trap - EXIT; fi
   have_backports_versions || die "expected libvirt 11 and QEMU 10 after install, got libvirt $(dpkg-query -W -f='${Version}' libvirt-daemon 2>/dev/null) QEMU $(dpkg-query -W -f='${Version}' qemu-system-x86 2>/dev/null)"
   say "installed libvirt $(dpkg-query -W -f='${Version}' libvirt-daemon), QEMU $(dpkg-query -W -f='${Version}' qemu-system-x86)"
 fi

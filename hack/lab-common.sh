@@ -8,8 +8,9 @@ CACHE=${FERRY_LAB_CACHE:-/var/cache/ferry-lab}
 SHARED=$ROOT/shared
 CONSOLE_DIR=$SHARED/console
 # what each host bind-mounts over the system's libvirt directories
-# (pki: the host's own certificates at libvirt's and QEMU's default paths, lab-pki.sh)
-LAB_DIRS=(etc:/etc/libvirt run:/run/libvirt lib:/var/lib/libvirt log:/var/log/libvirt cache:/var/cache/libvirt pki:/etc/pki)
+# (pki: the host's own certificates at libvirt's and QEMU's default paths, lab-pki.sh;
+# rootssh: root's ssh identity and known_hosts for peer-to-peer migrations over ssh, lab-ssh.sh)
+LAB_DIRS=(etc:/etc/libvirt run:/run/libvirt lib:/var/lib/libvirt log:/var/log/libvirt cache:/var/cache/libvirt pki:/etc/pki rootssh:/root/.ssh)
 
 host_dir() { echo "$ROOT/hosts/host$1"; }
 # FERRY_LAB_NET picks the /24 of loopback the lab lives in, so several labs
@@ -19,6 +20,12 @@ host_addr() { echo "$LAB_NET.$1"; }
 host_uri() { echo "qemu+tcp://$LAB_NET.$1/system"; }
 # host_tls_uri i: host i over TLS with ferry's client certificate (lab-pki.sh)
 host_tls_uri() { echo "qemu+tls://$LAB_NET.$1/system?pkipath=$ROOT/pki/ferry"; }
+# host_ssh_uri i: host i over ssh (its own sshd, lab-ssh.sh) with ferry's key; command= is ferry's
+# ssh wrapper with the lab's known_hosts (libvirt's ssh transport ignores known_hosts=)
+LAB_SSH_PORT=2222
+host_ssh_uri() {
+  echo "qemu+ssh://root@$LAB_NET.$1:$LAB_SSH_PORT/system?keyfile=$ROOT/ssh/ferry_ed25519&command=$ROOT/ssh/ssh&proxy=native&no_tty=1"
+}
 
 # lab_hosts: the host numbers that have a directory in the lab, ascending.
 lab_hosts() {

@@ -3,9 +3,9 @@
 #
 # For every host under $FERRY_LAB_ROOT/hosts (whatever N it was started with): destroy and
 # undefine its guests over qemu+tcp://127.0.10.N/system, kill any QEMU left behind (only the
-# PIDs in that host's run/qemu/*.pid), stop libvirtd and virtlogd by their pid files (SIGTERM,
-# deadline, SIGKILL), and empty its run/ directory. Lab mounts leaked into this namespace (there
-# should be none) are unmounted. The lab directory stays (host configs, pristine /etc/libvirt,
+# PIDs in that host's run/qemu/*.pid), stop its sshd (lab-ssh.sh), libvirtd and virtlogd by their
+# pid files (SIGTERM, deadline, SIGKILL), and empty its run/ directory. Lab mounts leaked into
+# this namespace (there should be none) are unmounted. The lab directory stays (host configs, pristine /etc/libvirt,
 # shared/console logs) unless --purge, which removes $FERRY_LAB_ROOT. Exit 0 when nothing of the
 # lab is left running.
 set -euo pipefail
@@ -15,6 +15,8 @@ say() { printf '[lab-down] %s\n' "$*" >&2; }
 die() { printf '[lab-down] ERROR: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=lab-common.sh
 . "$HERE/lab-common.sh"
+# shellcheck source=lab-ssh.sh
+. "$HERE/lab-ssh.sh"
 
 purge=0
 case "${1:-}" in
@@ -33,6 +35,11 @@ for i in $(lab_hosts); do
   H=$(host_dir "$i")
   lpid=$(live_pid "$H/run/libvirtd.pid" libvirtd)
   vpid=$(live_pid "$H/run/virtlogd.pid" virtlogd)
+  spid=$(live_pid "$H/run/sshd.pid" sshd)
+  # sshd first: no new ssh connections to a host going down
+  if [ -n "$spid" ]; then
+    ssh_stop "$i" || left+=("host$i sshd $spid")
+  fi
   if [ -n "$lpid" ]; then
     doms=$(timeout 30 virsh -q -c "$(host_uri "$i")" list --all --name 2>/dev/null || true)
     for d in $doms; do
@@ -59,8 +66,8 @@ for i in $(lab_hosts); do
   if [ -n "$vpid" ]; then
     stop_pid "$vpid" "host$i virtlogd" 10 || left+=("host$i virtlogd $vpid")
   fi
-  if [ -z "$(live_pid "$H/run/libvirtd.pid" libvirtd)$(live_pid "$H/run/virtlogd.pid" virtlogd)" ]; then
-    [ -n "$lpid$vpid" ] && say "host$i: stopped (libvirtd ${lpid:--}, virtlogd ${vpid:--})"
+  if [ -z "$(live_pid "$H/run/libvirtd.pid" libvirtd)$(live_pid "$H/run/virtlogd.pid" virtlogd)$(live_pid "$H/run/sshd.pid" sshd)" ]; then
+    [ -n "$lpid$vpid$spid" ] && say "host$i: stopped (libvirtd ${lpid:--}, virtlogd ${vpid:--}, sshd ${spid:--})"
     # like a reboot: run/ is a tmpfs on a real host
     find "$H/run" -mindepth 1 -delete 2>/dev/null || true
   fi
@@ -68,8 +75,8 @@ done
 
 # Lab bind mounts are made in private namespaces; unmount any that leaked here anyway.
 leaked=$(awk -v root="$ROOT/hosts/" '
-  $5 ~ /^\/(etc\/libvirt|run\/libvirt|var\/lib\/libvirt|var\/log\/libvirt|var\/cache\/libvirt)$/ &&
-  ($4 ~ /\/hosts\/host[0-9]+\/(etc|run|lib|log|cache)$/ || index($4, root) == 1) {print $5}' /proc/self/mountinfo | sort -r)
+  $5 ~ /^\/(etc\/libvirt|run\/libvirt|var\/lib\/libvirt|var\/log\/libvirt|var\/cache\/libvirt|root\/\.ssh)$/ &&
+  ($4 ~ /\/hosts\/host[0-9]+\/(etc|run|lib|log|cache|rootssh)$/ || index($4, root) == 1) {print $5}' /proc/self/mountinfo | sort -r)
 for m in $leaked; do
   say "unmounting leaked lab mount $m"
   umount "$m" || umount -l "$m" || left+=("mount $m")

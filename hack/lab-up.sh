@@ -7,10 +7,13 @@
 #            listening on qemu+tcp://127.0.10.i/system and qemu+tls (lab-pki.sh: a lab CA, each
 #            host's certificates at /etc/pki in its namespace), migrating over tcp://127.0.10.i
 #            (with QEMU's migration TLS when asked),
-#            with a `default` dir pool on its own /var/lib/libvirt/images.
+#            with a `default` dir pool on its own /var/lib/libvirt/images,
+#            and its own sshd on 127.0.10.i:2222 in its namespace (lab-ssh.sh: qemu+ssh; its
+#            libvirtd's /root/.ssh is hosts/hosti/rootssh, for peer-to-peer migrations over ssh).
 #   $FERRY_LAB_ROOT/shared        same path on every host (shared storage); shared/console: guest serial logs
 #   $FERRY_LAB_ROOT/ferry.yaml    ferry inventory of the N hosts over TLS (ferry-tcp.yaml: plain TCP,
-#                                 ferry-plain.yaml: plain TCP and no migration TLS)
+#                                 ferry-plain.yaml: plain TCP and no migration TLS, ferry-ssh.yaml:
+#                                 qemu+ssh://root@127.0.10.i:2222 with ferry's key $FERRY_LAB_ROOT/ssh)
 #   $FERRY_LAB_ROOT/lab.env       FERRY_CONFIG, FERRY_LAB_ROOT, FERRY_LAB_HOSTS, ... (KEY=value lines)
 #
 # Re-runnable: hosts that are up are left alone, dead ones are restarted. Exit 0 only if all N answer.
@@ -24,6 +27,8 @@ die() { printf '[lab-up] ERROR: %s\n' "$*" >&2; exit 1; }
 . "$HERE/lab-common.sh"
 # shellcheck source=lab-pki.sh
 . "$HERE/lab-pki.sh"
+# shellcheck source=lab-ssh.sh
+. "$HERE/lab-ssh.sh"
 
 # N: the argument, else $FERRY_LAB_HOSTS, else the size of the lab already there (so a bare
 # re-run that restarts a killed host keeps a 3-host inventory at 3), else 2.
@@ -35,12 +40,13 @@ case "$N" in '' | *[!0-9]*) die "usage: lab-up.sh [N]  (N = number of hosts, 1..
 
 # --- prerequisites -----------------------------------------------------------------------
 missing=()
-for c in libvirtd virtlogd virsh qemu-system-x86_64 unshare nsenter cpio timeout flock openssl; do
+for c in libvirtd virtlogd virsh qemu-system-x86_64 unshare nsenter cpio timeout flock openssl ssh ssh-keygen virt-ssh-helper; do
   command -v "$c" >/dev/null || missing+=("$c")
 done
 for so in libvirt_driver_qemu.so libvirt_driver_storage.so; do
   compgen -G "/usr/lib/*/libvirt/connection-driver/$so" >/dev/null || missing+=("$so")
 done
+[ -x /usr/sbin/sshd ] || missing+=("/usr/sbin/sshd (openssh-server)")
 getent passwd libvirt-qemu >/dev/null || missing+=("user libvirt-qemu")
 getent group kvm >/dev/null || missing+=("group kvm")
 [ -s "$CACHE/vmlinuz" ] || missing+=("guest kernel $CACHE/vmlinuz")
@@ -68,10 +74,12 @@ if [ ! -d "$ROOT/pristine/etc-libvirt" ]; then
 fi
 
 say "guest initramfs: $("$HERE/guest/build.sh" 9>&-)"
-# each host bind-mounts its own /etc/pki over this one
+# each host bind-mounts its own /etc/pki and /root/.ssh over these
 mkdir -p /etc/pki
+mkdir -p -m 700 /root/.ssh
 pki_ca
 pki_ferry
+ssh_ferry
 
 # --- per host ----------------------------------------------------------------------------
 write_config() {
@@ -80,6 +88,7 @@ write_config() {
   addr=$(host_addr "$i")
   mkdir -p "$H"/{run,lib/images,log,cache}
   pki_host "$i"
+  ssh_host "$i"
   if [ ! -e "$H/.etc-seeded" ]; then
     rm -rf "$H/etc"
     cp -a "$ROOT/pristine/etc-libvirt" "$H/etc"
@@ -231,13 +240,15 @@ for i in $(seq 1 "$N"); do
   if [ -n "$(live_pid "$H/run/libvirtd.pid" libvirtd)" ] && [ -n "$(live_pid "$H/run/virtlogd.pid" virtlogd)" ]; then
     was_up[$i]=1
   fi
+  ssh_stale "$i"
   start_host "$i" || { say "host$i: starting the daemons failed"; }
 done
+ssh_trust "$N"
 for i in $(seq 1 "$N"); do
-  if wait_host "$i" 90 && ensure_pool "$i"; then
+  if wait_host "$i" 90 && ensure_pool "$i" && ssh_start "$i" && ssh_check "$i"; then
     H=$(host_dir "$i")
     if [ -n "${was_up[$i]:-}" ]; then st="already up, left alone"; else st="up"; fi
-    say "host$i: $st: $(host_uri "$i") libvirtd pid $(live_pid "$H/run/libvirtd.pid" libvirtd), virtlogd pid $(live_pid "$H/run/virtlogd.pid" virtlogd)"
+    say "host$i: $st: $(host_uri "$i") libvirtd pid $(live_pid "$H/run/libvirtd.pid" libvirtd), virtlogd pid $(live_pid "$H/run/virtlogd.pid" virtlogd), sshd pid $(live_pid "$H/run/sshd.pid" sshd) on $(host_addr "$i"):$LAB_SSH_PORT"
   else
     fail_report "$i"
     failed+=("host$i")
@@ -253,7 +264,8 @@ done
 # ferry.yaml reaches every host over TLS and migrates with TLS when both hosts can (the
 # default, preferred); ferry-tcp.yaml reaches them over plain TCP, the same otherwise;
 # ferry-plain.yaml is plain TCP without migration TLS (what virsh does without --tls: the
-# benchmarks' baseline).
+# benchmarks' baseline); ferry-ssh.yaml reaches them over qemu+ssh (lab-ssh.sh), migrating with
+# TLS like ferry.yaml.
 write_inventory() {
   local file=$1 uri=$2 extra=${3:-} i
   {
@@ -270,6 +282,7 @@ write_inventory() {
 write_inventory "$ROOT/ferry.yaml" host_tls_uri
 write_inventory "$ROOT/ferry-tcp.yaml" host_uri
 write_inventory "$ROOT/ferry-plain.yaml" host_uri "migration_tls: off"
+write_inventory "$ROOT/ferry-ssh.yaml" host_ssh_uri
 cat >"$ROOT/lab.env.tmp" <<EOF
 FERRY_CONFIG=$ROOT/ferry.yaml
 FERRY_LAB_ROOT=$ROOT

@@ -32,6 +32,15 @@ func ValidateURI(uri string) error {
 	if strings.HasPrefix(u.Scheme, "qemu") && u.Path != "/system" && u.Path != "/session" {
 		return bad(fmt.Sprintf("path %q is neither /system nor /session", u.Path))
 	}
+	if u.Scheme == "qemu+ssh" {
+		q := u.Query()
+		for _, k := range []string{"known_hosts", "known_hosts_verify"} {
+			if q.Has(k) {
+				// libvirt passes them to libssh and libssh2 only: silently ignored here.
+				return bad(fmt.Sprintf("%s is read only by qemu+libssh and qemu+libssh2; with qemu+ssh the ssh client reads its own known_hosts (set it in ~/.ssh/config, or give command= an ssh wrapper using -o UserKnownHostsFile=...)", k))
+			}
+		}
+	}
 	if p := u.Port(); p != "" {
 		for _, c := range p {
 			if c < '0' || c > '9' {
@@ -69,9 +78,10 @@ func Transport(uri string) string {
 }
 
 // clientParams are URI parameters naming files or settings of the machine
-// that opens the connection (libvirt's pkipath, ssh's keyfile and
-// known_hosts): meaningful to ferry, not to a host it hands the URI to.
-var clientParams = []string{"pkipath", "keyfile", "known_hosts", "known_hosts_verify", "sshauth", "no_verify", "no_tty"}
+// that opens the connection (libvirt's pkipath, ssh's keyfile, known_hosts
+// and command, the ssh binary to run): meaningful to ferry, not to a host it
+// hands the URI to.
+var clientParams = []string{"pkipath", "keyfile", "known_hosts", "known_hosts_verify", "sshauth", "no_verify", "no_tty", "command"}
 
 // PeerURI is the URI a source host's libvirtd uses to reach the
 // destination in a peer-to-peer migration: ferry's URI without the

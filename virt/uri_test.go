@@ -2,6 +2,7 @@ package virt
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -43,12 +44,22 @@ func TestTransportAndPeerURI(t *testing.T) {
 	}
 	for uri, want := range map[string]string{
 		"qemu+tls://h/system?pkipath=/var/lib/ferry/pki":                        "qemu+tls://h/system",
-		"qemu+ssh://root@h/system?keyfile=/k&known_hosts=/kh&mode=direct":       "qemu+ssh://root@h/system?mode=direct",
+		"qemu+libssh2://root@h/system?keyfile=/k&known_hosts=/kh&mode=direct":   "qemu+libssh2://root@h/system?mode=direct",
+		"qemu+ssh://root@h:2222/system?keyfile=/k&command=/w&proxy=native":      "qemu+ssh://root@h:2222/system?proxy=native",
 		"qemu+tcp://127.0.10.2/system":                                          "qemu+tcp://127.0.10.2/system",
 		"qemu+tls://h/system?no_verify=1&pkipath=/p&socket=/run/libvirt/x.sock": "qemu+tls://h/system?socket=%2Frun%2Flibvirt%2Fx.sock",
 	} {
 		if got := PeerURI(uri); got != want {
 			t.Errorf("PeerURI(%q) = %q, want %q", uri, got, want)
 		}
+	}
+}
+
+func TestSSHKnownHostsRefused(t *testing.T) {
+	if err := ValidateURI("qemu+ssh://root@h/system?known_hosts=/kh"); err == nil || !strings.Contains(err.Error(), "read only by qemu+libssh") {
+		t.Fatalf("known_hosts on qemu+ssh: %v", err)
+	}
+	if err := ValidateURI("qemu+libssh2://root@h/system?known_hosts=/kh"); err != nil {
+		t.Fatalf("known_hosts on qemu+libssh2: %v", err)
 	}
 }
