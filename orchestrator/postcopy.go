@@ -215,8 +215,12 @@ const (
 	// (postcopy-recover-setup or postcopy-recover) after this is hung: the
 	// handshake exchanges one bitmap, well under a second here.
 	handshakeLimit = 5 * time.Second
-	// maxQMPErrors: consecutive failed query-migrate calls (one per poll) tolerated.
-	maxQMPErrors = 40
+	// qmpErrorLimit: how long query-migrate may keep failing. libvirt refuses
+	// the monitor for a moment while it shuts the source off after
+	// completion; a source QEMU whose main loop is stuck (a TLS handshake
+	// the destination never answers) makes every call wait out libvirt's
+	// 30 s job lock, so this is time, not a count of polls.
+	qmpErrorLimit = 90 * time.Second
 )
 
 // resumeLoop drives a broken post-copy to completion: it returns nil once QEMU

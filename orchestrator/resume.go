@@ -35,7 +35,7 @@ type resumeTracker struct {
 	lastBytes   uint64
 	lastMoved   time.Time
 	completedAt time.Time
-	qmpErrors   int
+	qmpFailing  time.Time // since when query-migrate fails (zero: it answers)
 }
 
 func newResumeTracker(pol ResumePolicy, now time.Time) *resumeTracker {
@@ -56,12 +56,15 @@ func (t *resumeTracker) step(rl *resumeLog, st virt.MigrationStatus, qerr error,
 	if qerr != nil {
 		// libvirt refuses the monitor while it shuts the source off after
 		// completion: look again before giving up.
-		if t.qmpErrors++; t.qmpErrors > maxQMPErrors {
-			return resumeDecision{do: resumeFail, err: fmt.Errorf("%w: query-migrate: %w", errNotResumable, qerr)}
+		if t.qmpFailing.IsZero() {
+			t.qmpFailing = now
+		}
+		if now.Sub(t.qmpFailing) > qmpErrorLimit {
+			return resumeDecision{do: resumeFail, err: fmt.Errorf("%w: the source QEMU has not answered query-migrate for %s: %w", ErrPostcopyPaused, qmpErrorLimit, qerr)}
 		}
 		return resumeDecision{}
 	}
-	t.qmpErrors = 0
+	t.qmpFailing = time.Time{}
 	switch st.Status {
 	case virt.MigPostcopyPaused:
 		return t.paused(rl, st, haveURI, now)

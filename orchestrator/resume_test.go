@@ -84,13 +84,18 @@ func TestResumeTrackerStep(t *testing.T) {
 			{at: 0, status: st(virt.MigCompleted, 10), note: "completed"},
 			{at: time.Minute + ms, status: st(virt.MigCompleted, 10), do: resumeFail, err: errNotResumable},
 		}, 0, 0},
-		{"query-migrate failing for good", func() []poll {
-			var ps []poll
-			for i := 0; i < maxQMPErrors; i++ {
-				ps = append(ps, poll{at: time.Duration(i) * 250 * ms, qerr: errors.New("monitor busy")})
-			}
-			return append(ps, poll{at: 11 * time.Second, qerr: errors.New("monitor busy"), do: resumeFail, err: errNotResumable})
-		}(), 0, 0},
+		{"query-migrate failing for good is left for recover", []poll{
+			{at: 0, qerr: errors.New("cannot acquire state change lock")},
+			{at: 30 * time.Second, qerr: errors.New("cannot acquire state change lock")},
+			{at: 60 * time.Second, qerr: errors.New("cannot acquire state change lock")},
+			{at: 91 * time.Second, qerr: errors.New("cannot acquire state change lock"), do: resumeFail, err: ErrPostcopyPaused},
+		}, 0, 0},
+		{"a monitor that answers again resets the clock", []poll{
+			{at: 0, qerr: errors.New("busy")},
+			{at: 80 * time.Second, status: st(virt.MigPostcopyActive, 10)},
+			{at: 100 * time.Second, qerr: errors.New("busy")},
+			{at: 180 * time.Second, qerr: errors.New("busy")},
+		}, 0, 0},
 		{"QEMU failed", []poll{
 			{at: 0, status: virt.MigrationStatus{Status: virt.MigFailed, ErrorDesc: "boom"}, do: resumeFail, err: errNotResumable},
 		}, 0, 0},

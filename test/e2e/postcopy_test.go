@@ -111,6 +111,14 @@ func postcopyRequests(vm string) int {
 	return n
 }
 
+// plainMigrations is the lab over plain TCP without migration TLS, for the
+// tests that break a post-copy stream: with TLS the source QEMU reconnects
+// through a TLS handshake on its main loop, and when the destination is in
+// the deadlock the README describes (a fault held under QEMU's big lock)
+// the source's monitor blocks too, so the deadlock costs the whole move
+// rather than one attempt. Post-copy over TLS runs in TestOverBandwidthPostcopy.
+func plainMigrations(t *testing.T) string { return labInventory(t, "ferry-plain.yaml") }
+
 // minPostcopyRequests: the cut waits until the destination's guest has had
 // this many pages served on demand. Its very first faults come from
 // delivering the interrupts pending at the switch, which TCG does holding
@@ -162,6 +170,7 @@ func assertMovedClean(t *testing.T, e *env, vm string, before int) {
 // the guest's pages verify, and the SLA log shows the pause, not a failure.
 func TestPostcopyResumesAfterLinkCut(t *testing.T) {
 	e := newEnv(t)
+	e.config = plainMigrations(t)
 	const vm = "e2e-pc-cut"
 	newBusyGuest(t, vm)
 	before := heartbeat(t, vm)
@@ -215,6 +224,7 @@ func TestPostcopyResumesAfterLinkCut(t *testing.T) {
 // resumes the post-copy and finishes the move.
 func TestRecoverResumesPausedPostcopy(t *testing.T) {
 	e := newEnv(t)
+	e.config = plainMigrations(t)
 	const vm = "e2e-pc-recover"
 	newBusyGuest(t, vm)
 	before := heartbeat(t, vm)
