@@ -166,3 +166,22 @@ func ownerPID(t *testing.T, owner string) int {
 	}
 	return pid
 }
+
+// The migration link breaks during pre-copy (its TCP connections destroyed,
+// over migration TLS, the lab's default): the move rolls back, the VM keeps
+// running on the source, nothing runs on the destination.
+func TestLinkCutDuringPrecopy(t *testing.T) {
+	e := newEnv(t)
+	const vm = "e2e-cut-precopy"
+	_, errb, wait := startSlowMigration(t, e, vm)
+	waitFor(t, "a migration socket to cut", 20*time.Second, func() bool { return cutMigration(t) > 0 })
+	if code := wait(); code != 3 {
+		t.Fatalf("exit %d, want 3 (rolled back): %s", code, errb.String())
+	}
+	runsExactlyOn(t, vm, "1")
+	heartbeatAbove(t, vm, heartbeat(t, vm), 15*time.Second)
+	rows := e.history(vm)
+	if len(rows) != 1 || rows[0].State != journal.StateRolledBack || rows[0].Error == "" {
+		t.Fatalf("journal %+v", rows)
+	}
+}
