@@ -55,8 +55,21 @@ func (o tlsOffer) missing(files []string) string {
 	return fmt.Sprintf("%s lacks %s", o.Dir, strings.Join(out, ", "))
 }
 
-// probeTLS lists the host's migration certificate directory.
+// probeTLS lists the host's migration certificate directory. Two moves
+// probing one host at once share ferry's transient pool over it, and the
+// first to finish destroys it under the other: a failed look is retried, so
+// that a race never quietly turns TLS off.
 func probeTLS(h virt.Host, dir string) tlsOffer {
+	var o tlsOffer
+	for range 3 {
+		if o = probeTLSOnce(h, dir); o.Unknown == "" {
+			break
+		}
+	}
+	return o
+}
+
+func probeTLSOnce(h virt.Host, dir string) tlsOffer {
 	o := tlsOffer{Dir: dir, Files: map[string]bool{}}
 	st, err := virt.StorageOf(h)
 	if err != nil {
