@@ -62,6 +62,10 @@ type Host struct {
 	ReservedMemoryMiB *uint64           `yaml:"reserved_memory_mib,omitempty" json:"reserved_memory_mib,omitempty"`
 	// LinkMiBps is the migration link's bandwidth, used to plan pre-copy.
 	LinkMiBps uint64 `yaml:"link_mibps,omitempty" json:"link_mibps,omitempty"`
+	// LinkRTTMs is the round trip between the other hosts and this one, in
+	// milliseconds: a migration stream is one TCP connection, whose window
+	// caps it at about a window per round trip on a long link.
+	LinkRTTMs uint64 `yaml:"link_rtt_ms,omitempty" json:"link_rtt_ms,omitempty"`
 	// MigrationTLS says whether guest memory moving to or from this host
 	// is encrypted (QEMU's TLS migration): required, preferred (the
 	// default: when both hosts have the certificates) or off.
@@ -196,6 +200,9 @@ func Parse(data []byte) (*Inventory, error) {
 		if err := h.validateTLS(); err != nil {
 			return nil, fmt.Errorf("host %q: %w", h.Name, err)
 		}
+		if err := h.validateLink(); err != nil {
+			return nil, fmt.Errorf("host %q: %w", h.Name, err)
+		}
 	}
 	if inv.Limits.MaxIncoming < 0 || inv.Limits.MaxOutgoing < 0 {
 		return nil, fmt.Errorf("limits: max_incoming and max_outgoing must be 0 (no limit) or more")
@@ -248,6 +255,23 @@ func (inv *Inventory) Resolve(s string) (Host, error) {
 		where = inv.Path
 	}
 	return Host{}, &Error{Kind: ErrUnknownHost, Msg: fmt.Sprintf("unknown host %q: not in the inventory (%s; %s) and not a libvirt URI such as qemu+tcp://%s/system", s, where, known, s)}
+}
+
+// Ranges of the link settings of a host entry.
+const (
+	MaxLinkMiBps = 1 << 20 // 1 TiB/s
+	MaxLinkRTTMs = 10_000
+)
+
+// validateLink checks the link settings of a host entry.
+func (h Host) validateLink() error {
+	if h.LinkMiBps > MaxLinkMiBps {
+		return fmt.Errorf("link_mibps %d: give 1-%d MiB/s, or leave it out for the default estimate", h.LinkMiBps, MaxLinkMiBps)
+	}
+	if h.LinkRTTMs > MaxLinkRTTMs {
+		return fmt.Errorf("link_rtt_ms %d: give 0-%d ms", h.LinkRTTMs, MaxLinkRTTMs)
+	}
+	return nil
 }
 
 // validateTLS checks the migration TLS settings of a host entry.

@@ -96,3 +96,26 @@ func TestInventoryLimits(t *testing.T) {
 		t.Fatalf("negative limit: %v", err)
 	}
 }
+
+func TestInventoryLinkRanges(t *testing.T) {
+	tests := []struct {
+		link, want string
+	}{
+		{"link_mibps: 40, link_rtt_ms: 100", ""},
+		{"link_rtt_ms: 10000", ""},
+		{"link_rtt_ms: 10001", "link_rtt_ms 10001"},
+		{"link_mibps: 1048577", "link_mibps 1048577"},
+		{"link_rtt_ms: -5", "cannot unmarshal"},
+	}
+	for _, tc := range tests {
+		inv, err := Parse([]byte("hosts:\n  - {name: h1, uri: 'qemu+tcp://127.0.0.1/system', " + tc.link + "}\n"))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.link, err)
+		case tc.want == "" && inv.Hosts[0].LinkRTTMs == 0:
+			t.Errorf("%s: round trip not read: %+v", tc.link, inv.Hosts[0])
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: %v, want an error with %q", tc.link, err, tc.want)
+		}
+	}
+}

@@ -70,10 +70,14 @@ func (m *move) plan(ctx context.Context) (*PlanInfo, error) {
 	if m.req.BandwidthMiBps > 0 && m.req.BandwidthMiBps < link {
 		link, info.BandwidthSource = m.req.BandwidthMiBps, "--bandwidth cap"
 	}
+	if m.dst.LinkRTTMs > 0 {
+		info.BandwidthSource += fmt.Sprintf("; round trip %d ms (inventory link_rtt_ms of %s)", m.dst.LinkRTTMs, m.dst.Name)
+	}
 	pl, err := pol.Plan(precopy.Inputs{
 		MemoryBytes:          int64(m.info.MemoryBytes),
 		DirtyBytesPerSec:     int64(dirty),
 		BandwidthBytesPerSec: BandwidthBytesPerSec(link),
+		LinkRTTMS:            int64(m.dst.LinkRTTMs),
 	})
 	if err != nil {
 		return nil, refuse(ErrInvalidRequest, err, "%v", err)

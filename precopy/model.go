@@ -34,6 +34,22 @@ type Inputs struct {
 	DirtyBytesPerSec     int64 `json:"dirty_bytes_per_sec"`         // D: measured before start (calc-dirty-rate)
 	BandwidthBytesPerSec int64 `json:"bandwidth_bytes_per_sec"`     // B: estimated link speed for migration
 	WorkingSetBytes      int64 `json:"working_set_bytes,omitempty"` // W: pages the guest writes at all; 0 = unknown (read as M)
+	LinkRTTMS            int64 `json:"link_rtt_ms,omitempty"`       // the link's round trip; 0 = a LAN's, negligible
+}
+
+// StreamWindowBytes is how much a migration stream (one TCP connection) has
+// in flight at most: Linux's default receive buffer ceiling (tcp_rmem, 6 MiB)
+// of which half is window (tcp_adv_win_scale 1). Over a long link one stream
+// carries at most this much per round trip.
+const StreamWindowBytes = 3 << 20
+
+// windowLimited is the bandwidth one stream reaches over the link's round
+// trip (0: no round trip given, no limit).
+func (in Inputs) windowLimited() int64 {
+	if in.LinkRTTMS <= 0 {
+		return 0
+	}
+	return StreamWindowBytes * 1000 / in.LinkRTTMS
 }
 
 // ErrBadInputs is wrapped by Inputs.Validate.
@@ -48,6 +64,8 @@ func (in Inputs) Validate() error {
 		return fmt.Errorf("%w: bandwidth must be positive, got %d bytes/s", ErrBadInputs, in.BandwidthBytesPerSec)
 	case in.DirtyBytesPerSec < 0 || in.WorkingSetBytes < 0:
 		return fmt.Errorf("%w: negative dirty rate or working set", ErrBadInputs)
+	case in.LinkRTTMS < 0 || in.LinkRTTMS > 10_000:
+		return fmt.Errorf("%w: link round trip must be 0-10000 ms, got %d", ErrBadInputs, in.LinkRTTMS)
 	}
 	return nil
 }

@@ -60,9 +60,14 @@ func (p Policy) Plan(in Inputs) (Plan, error) {
 		return Plan{}, err
 	}
 	p = p.normalized()
-	eff := in // what pre-copy sees: the link, or the job's cap if lower
+	eff := in // what pre-copy sees: the link, or the job's cap or one stream's window over the round trip if lower
 	if p.BandwidthBytesPerSec > 0 {
 		eff.BandwidthBytesPerSec = min(eff.BandwidthBytesPerSec, p.BandwidthBytesPerSec)
+	}
+	var notes []string
+	if w := in.windowLimited(); w > 0 && w < eff.BandwidthBytesPerSec {
+		eff.BandwidthBytesPerSec = w
+		notes = append(notes, fmt.Sprintf("a %d ms round trip holds one stream to %s", in.LinkRTTMS, fmtRate(w)))
 	}
 	deadline := p.Deadline(in.MemoryBytes)
 	pl := Plan{
@@ -106,8 +111,12 @@ func (p Policy) Plan(in Inputs) (Plan, error) {
 		pl.Strategy = StrategyNone
 	}
 
+	link := in.BandwidthBytesPerSec
+	if w := in.windowLimited(); w > 0 {
+		link = min(link, w)
+	}
 	pl.Expected = Run(SimConfig{World: World{MemoryBytes: in.MemoryBytes, DirtyBytesPerSec: in.DirtyBytesPerSec,
-		WorkingSetBytes: in.WorkingSetBytes, BandwidthBytesPerSec: in.BandwidthBytesPerSec}}, p, pl)
+		WorkingSetBytes: in.WorkingSetBytes, BandwidthBytesPerSec: link}}, p, pl)
 	pl.Feasible = pl.Expected.Outcome == OutcomeCompleted && pl.Expected.Total() <= deadline &&
 		pl.Expected.Downtime() <= p.DowntimeCeiling+SwitchoverOverhead
 	if pl.Strategy == StrategyAutoConverge && !pl.Feasible {
@@ -117,7 +126,6 @@ func (p Policy) Plan(in Inputs) (Plan, error) {
 	if pl.Strategy == StrategyNone {
 		why = strings.TrimPrefix(why+"; ", "; ") + noConvergence(p, pl, rates)
 	}
-	var notes []string
 	if pl.Job.Postcopy && pl.Strategy == StrategyPrecopy {
 		notes = append(notes, "post-copy armed as a fallback")
 	}

@@ -282,3 +282,33 @@ func TestThrottleFor(t *testing.T) {
 		}
 	}
 }
+
+// A long link holds one migration stream to a window per round trip: the
+// plan sees that bandwidth, not the link's, and says why.
+func TestPlanLongLink(t *testing.T) {
+	in := Inputs{MemoryBytes: labMemory, DirtyBytesPerSec: 5_000_000, BandwidthBytesPerSec: GiB}
+	lan, err := Policy{}.Plan(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in.LinkRTTMS = 100
+	long, err := Policy{}.Plan(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(long.Reason)
+	if !strings.Contains(long.Reason, "a 100 ms round trip holds one stream to 30 MiB/s") {
+		t.Errorf("reason %q does not name the round trip's limit", long.Reason)
+	}
+	if strings.Contains(lan.Reason, "round trip") {
+		t.Errorf("a LAN plan mentions a round trip: %q", lan.Reason)
+	}
+	if long.Precopy.Total() < 10*lan.Precopy.Total() || long.Expected.Total() < 10*lan.Expected.Total() {
+		t.Errorf("over 100 ms the copy takes %s (simulated %s), on the LAN %s (%s): want ≥ 10× longer",
+			long.Precopy.Total(), long.Expected.Total(), lan.Precopy.Total(), lan.Expected.Total())
+	}
+	in.LinkRTTMS = 10_001
+	if _, err := (Policy{}).Plan(in); !errors.Is(err, ErrBadInputs) {
+		t.Errorf("a 10001 ms round trip: %v, want ErrBadInputs", err)
+	}
+}
