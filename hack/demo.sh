@@ -14,9 +14,14 @@ VM=demo-web
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
-[ -x "$FERRY" ] || (cd "$REPO" && go build -o bin/ferry ./cmd/ferry)
-step "lab: three libvirt hosts on 127.0.10.1-3"
-bash "$HERE/lab-up.sh" 3
+if [ -z "${FERRY_DEMO_IN_LAB:-}" ]; then
+  [ -x "$FERRY" ] || (cd "$REPO" && go build -o bin/ferry ./cmd/ferry)
+  step "lab: three libvirt hosts, each in its own network namespace, joined by emulated links"
+  bash "$HERE/lab-up.sh" 3
+  # the hosts are reached from the lab's client namespace (hack/lab-exec.sh; with FERRY_LAB_LINKS=
+  # the lab is on loopback and this runs right here)
+  FERRY_DEMO_IN_LAB=1 exec bash "$HERE/lab-exec.sh" bash "$HERE/demo.sh"
+fi
 
 step "a guest on host1: 256 MiB, dirtying a 64 MiB working set at 5000 pages/s"
 bash "$HERE/lab-guest.sh" undefine "$VM" >/dev/null 2>&1 || true
@@ -61,4 +66,4 @@ echo "heartbeat n=$beat3: $VM kept running through the drain"
 run "$FERRY" undrain host1
 
 for g in "$VM" demo-db demo-cache; do bash "$HERE/lab-guest.sh" undefine "$g" >/dev/null; done
-printf '\nThe lab is still up (FERRY_CONFIG=%s); `make lab-down` stops it.\n' "$FERRY_CONFIG"
+printf '\nThe lab is still up (FERRY_CONFIG=%s; `hack/lab-exec.sh bin/ferry hosts` reaches it); `make lab-down` stops it.\n' "$FERRY_CONFIG"

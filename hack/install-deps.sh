@@ -14,7 +14,8 @@ die() { printf '[install-deps] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # libvirt-daemon-driver-storage: dir pools and vol-upload/vol-download (the lab's `default` pool, cold moves)
 PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-storage libvirt-clients libvirt-dev qemu-system-x86 qemu-utils)
-# ovmf: UEFI firmware for the cold-move e2e guest with NVRAM; iproute2: `ss -K` cuts the
+# ovmf: UEFI firmware for the cold-move e2e guest with NVRAM; iproute2: the lab's network
+# namespaces, veth pairs, bridge and tc shaping (emulated links), and `ss -K` cuts the
 # post-copy stream in e2e; e2fsprogs: `chattr +i` makes a delete fail in the cold recover e2e
 # openssl: the lab's CA and certificates (TLS); tcpdump: e2e checks what crosses the wire
 # openssh-server, openssh-client: qemu+ssh (lab-ssh.sh runs its own sshd per host on port 2222;

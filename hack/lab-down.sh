@@ -5,7 +5,11 @@
 # undefine its guests over qemu+tcp://127.0.10.N/system, kill any QEMU left behind (only the
 # PIDs in that host's run/qemu/*.pid), stop its sshd (lab-ssh.sh), libvirtd and virtlogd by their
 # pid files (SIGTERM, deadline, SIGKILL), and empty its run/ directory. Lab mounts leaked into
-# this namespace (there should be none) are unmounted. The lab directory stays (host configs, pristine /etc/libvirt,
+# this namespace (there should be none) are unmounted. With emulated links (FERRY_LAB_LINKS=netns,
+# or a lab that lab-up.sh made so: $FERRY_LAB_ROOT/links.env) the hosts are reached from the lab's
+# client namespace, and once their daemons are stopped the network namespaces lab-up.sh made
+# (listed in links.env) are deleted by name, with their veth pairs and bridge (lab-net.sh).
+# The lab directory stays (host configs, pristine /etc/libvirt,
 # shared/console logs) unless --purge, which removes $FERRY_LAB_ROOT. Exit 0 when nothing of the
 # lab is left running.
 set -euo pipefail
@@ -17,6 +21,8 @@ die() { printf '[lab-down] ERROR: %s\n' "$*" >&2; exit 1; }
 . "$HERE/lab-common.sh"
 # shellcheck source=lab-ssh.sh
 . "$HERE/lab-ssh.sh"
+# shellcheck source=lab-net.sh
+. "$HERE/lab-net.sh"
 
 purge=0
 case "${1:-}" in
@@ -26,6 +32,15 @@ case "${1:-}" in
 esac
 [ "$(id -u)" = 0 ] || die "must run as root"
 [ -d "$ROOT" ] || { say "no lab at $ROOT"; exit 0; }
+# a lab made with emulated links goes down as one, whatever FERRY_LAB_LINKS says here
+if [ -s "$ROOT/links.env" ] && { [ "$LAB_LINKS" != netns ] || [ "$LAB_NET" != "$(lab_env_get "$ROOT/links.env" FERRY_LAB_NET)" ]; }; then
+  say "the lab at $ROOT was made with emulated links ($ROOT/links.env): taking it down as such"
+  FERRY_LAB_LINKS=netns
+  FERRY_LAB_LO_NET=$(lab_env_get "$ROOT/links.env" FERRY_LAB_NET)
+  FERRY_LAB_LINK_NET=$(lab_env_get "$ROOT/links.env" FERRY_LAB_LINK_NET)
+  # shellcheck source=lab-common.sh
+  . "$HERE/lab-common.sh"
+fi
 
 exec 9>"$ROOT/.lock"
 flock -w 300 9 || die "another lab-up/lab-down holds $ROOT/.lock"
@@ -41,14 +56,14 @@ for i in $(lab_hosts); do
     ssh_stop "$i" || left+=("host$i sshd $spid")
   fi
   if [ -n "$lpid" ]; then
-    doms=$(timeout 30 virsh -q -c "$(host_uri "$i")" list --all --name 2>/dev/null || true)
+    doms=$(in_client timeout 30 virsh -q -c "$(host_uri "$i")" list --all --name 2>/dev/null || true)
     for d in $doms; do
-      st=$(timeout 30 virsh -q -c "$(host_uri "$i")" domstate "$d" 2>/dev/null || true)
+      st=$(in_client timeout 30 virsh -q -c "$(host_uri "$i")" domstate "$d" 2>/dev/null || true)
       if [ "$st" != "shut off" ]; then
-        timeout 30 virsh -q -c "$(host_uri "$i")" destroy "$d" >/dev/null 2>&1 || say "host$i: destroy $d failed"
+        in_client timeout 30 virsh -q -c "$(host_uri "$i")" destroy "$d" >/dev/null 2>&1 || say "host$i: destroy $d failed"
       fi
-      timeout 30 virsh -q -c "$(host_uri "$i")" undefine --nvram "$d" >/dev/null 2>&1 ||
-        timeout 30 virsh -q -c "$(host_uri "$i")" undefine "$d" >/dev/null 2>&1 || true
+      in_client timeout 30 virsh -q -c "$(host_uri "$i")" undefine --nvram "$d" >/dev/null 2>&1 ||
+        in_client timeout 30 virsh -q -c "$(host_uri "$i")" undefine "$d" >/dev/null 2>&1 || true
       say "host$i: destroyed and undefined guest $d"
     done
   fi
@@ -81,6 +96,11 @@ for m in $leaked; do
   say "unmounting leaked lab mount $m"
   umount "$m" || umount -l "$m" || left+=("mount $m")
 done
+
+# emulated links: the namespaces, once nothing of the hosts runs in them
+if [ "$LAB_LINKS" = netns ] || [ -s "$ROOT/links.env" ]; then
+  net_down
+fi
 
 if [ ${#left[@]} -gt 0 ]; then
   die "still running: ${left[*]}"

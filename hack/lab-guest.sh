@@ -20,6 +20,11 @@ say() { printf '[lab-guest] %s\n' "$*" >&2; }
 die() { printf '[lab-guest] ERROR: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=lab-common.sh
 . "$HERE/lab-common.sh"
+# emulated links (FERRY_LAB_LINKS=netns): the hosts are reached from the lab's client namespace
+if [ "$LAB_LINKS" = netns ] && ! lab_in_client; then
+  [ -e "/run/netns/$NS_CLIENT" ] || die "the lab's client namespace $NS_CLIENT is missing: is the lab at $ROOT up?"
+  exec bash "$HERE/lab-exec.sh" bash "$HERE/lab-guest.sh" "$@"
+fi
 
 usage() { sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 

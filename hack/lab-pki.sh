@@ -31,10 +31,22 @@ pki_ca() {
   rm -rf "$PKI/ferry" "$ROOT"/hosts/host*/pki
 }
 
+# pki_san_ok CERT SAN: the certificate names SAN's IP address (if it has one): a host that moved
+# (FERRY_LAB_LINKS switched the lab between loopback and its own /24) needs a new certificate.
+pki_san_ok() {
+  local ip out
+  ip=$(printf '%s\n' "$2" | tr ',' '\n' | sed -n 's/^IP://p')
+  ip=${ip%%$'\n'*}
+  [ -n "$ip" ] || return 0
+  out=$(openssl x509 -in "$1" -noout -checkip "$ip" 2>/dev/null) || return 1
+  case "$out" in *"does match"*) return 0 ;; *) return 1 ;; esac
+}
+
 # pki_cert KEY CERT CN EKU [SAN]: a key and a certificate signed by the lab CA.
 pki_cert() {
   local key=$1 cert=$2 cn=$3 eku=$4 san=${5:-} ext
-  pki_valid "$cert" && [ -s "$key" ] && openssl verify -CAfile "$PKI/ca-cert.pem" "$cert" >/dev/null 2>&1 && return 0
+  pki_valid "$cert" && [ -s "$key" ] && openssl verify -CAfile "$PKI/ca-cert.pem" "$cert" >/dev/null 2>&1 &&
+    pki_san_ok "$cert" "$san" && return 0
   mkdir -p "$(dirname "$key")" "$(dirname "$cert")"
   ext=$(mktemp)
   {

@@ -1,7 +1,7 @@
 # lab-ssh.sh: the lab's ssh (sourced by lab-up.sh and lab-down.sh, needs lab-common.sh and
 # openssh-server/openssh-client). Every host runs its own sshd on $(host_addr i):$LAB_SSH_PORT,
-# inside its mount namespace, so a login's `virt-ssh-helper qemu:///system` reaches that host's
-# libvirtd (qemu+ssh, ferry-ssh.yaml).
+# inside its mount namespace (and network namespace, FERRY_LAB_LINKS=netns), so a login's
+# `virt-ssh-helper qemu:///system` reaches that host's libvirtd (qemu+ssh, ferry-ssh.yaml).
 #
 #   $ROOT/ssh/ferry_ed25519{,.pub}   ferry's own key (keyfile= in the inventory URIs)
 #   $ROOT/ssh/known_hosts            every host's key as "[ADDR]:PORT ssh-ed25519 ..."
@@ -123,8 +123,12 @@ ssh_trust() {
   done
 }
 
-# ssh_ns_of PID: the mount namespace of a process ("" if gone).
-ssh_ns_of() { readlink "/proc/$1/ns/mnt" 2>/dev/null || true; }
+# ssh_ns_of PID: the mount namespace of a process ("" if gone); with FERRY_LAB_LINKS=netns its
+# network namespace as well.
+ssh_ns_of() {
+  readlink "/proc/$1/ns/mnt" 2>/dev/null || true
+  if [ "$LAB_LINKS" = netns ]; then readlink "/proc/$1/ns/net" 2>/dev/null || true; fi
+}
 
 # ssh_stop i: stop host i's sshd (its listener, by the pid file; sessions end with their clients).
 ssh_stop() {
@@ -173,7 +177,9 @@ ssh_start() {
   # privilege separation directory of Debian's sshd (the machine's /run: not a lab mount)
   mkdir -p -m 755 /run/sshd
   /usr/sbin/sshd -t -f "$H/sshd/sshd_config" 2>>"$H/log/sshd.log" || { say "host$i: sshd -t rejects $H/sshd/sshd_config (see $H/log/sshd.log)"; return 1; }
-  nsenter -t "$lpid" -m -- /usr/sbin/sshd -f "$H/sshd/sshd_config" -E "$H/log/sshd.log" \
+  local nsflags=(-m)
+  [ "$LAB_LINKS" != netns ] || nsflags=(-m -n)
+  nsenter -t "$lpid" "${nsflags[@]}" -- /usr/sbin/sshd -f "$H/sshd/sshd_config" -E "$H/log/sshd.log" \
     </dev/null >/dev/null 2>>"$H/log/sshd.log" 9>&- || { say "host$i: sshd did not start (see $H/log/sshd.log)"; return 1; }
   # sshd writes its pid file once it listens
   end=$((SECONDS + 10))
@@ -190,7 +196,7 @@ ssh_start() {
 # ssh_check i: ferry's connection to host i over qemu+ssh answers.
 ssh_check() {
   local out
-  out=$(timeout 30 virsh -c "$(host_ssh_uri "$1")" version 2>&1) && return 0
+  out=$(in_client timeout 30 virsh -c "$(host_ssh_uri "$1")" version 2>&1) && return 0
   say "host$1: no answer on $(host_ssh_uri "$1"): $(printf '%s' "$out" | tr '\n' ' ' | cut -c1-400)"
   return 1
 }

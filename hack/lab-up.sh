@@ -16,6 +16,17 @@
 #                                 qemu+ssh://root@127.0.10.i:2222 with ferry's key $FERRY_LAB_ROOT/ssh)
 #   $FERRY_LAB_ROOT/lab.env       FERRY_CONFIG, FERRY_LAB_ROOT, FERRY_LAB_HOSTS, ... (KEY=value lines)
 #
+# FERRY_LAB_LINKS=netns (the default): emulated links (hack/lab-net.sh). Host i also gets a network namespace of
+# its own, ferrylab-127-0-10-hi (named after FERRY_LAB_NET), whose only link is a veth to a
+# bridge in ferrylab-127-0-10-switch; every address above is then 10.0.10.i (FERRY_LAB_LINK_NET,
+# default 10.A.B for FERRY_LAB_NET=127.A.B), which exists only inside the lab's namespaces. ferry,
+# the tests and virsh reach the hosts from ferrylab-127-0-10-client (10.0.10.250) through
+# hack/lab-exec.sh; hack/lab-link.sh shapes the links (bandwidth, delay, loss, cuts).
+# lab.env then also holds FERRY_LAB_LINKS and the namespaces; $FERRY_LAB_ROOT/links.env lists what
+# hack/lab-down.sh removes. Unset, FERRY_LAB_LINKS keeps the mode of the lab already there (else
+# netns); FERRY_LAB_LINKS= (empty) is the loopback lab: hosts on 127.0.10.i in the machine's own
+# network namespace, no shaping.
+#
 # Re-runnable: hosts that are up are left alone, dead ones are restarted. Exit 0 only if all N answer.
 # Needs the packages of hack/install-deps.sh. Stop with hack/lab-down.sh.
 set -euo pipefail
@@ -29,6 +40,8 @@ die() { printf '[lab-up] ERROR: %s\n' "$*" >&2; exit 1; }
 . "$HERE/lab-pki.sh"
 # shellcheck source=lab-ssh.sh
 . "$HERE/lab-ssh.sh"
+# shellcheck source=lab-net.sh
+. "$HERE/lab-net.sh"
 
 # N: the argument, else $FERRY_LAB_HOSTS, else the size of the lab already there (so a bare
 # re-run that restarts a killed host keeps a 3-host inventory at 3), else 2.
@@ -47,6 +60,9 @@ for so in libvirt_driver_qemu.so libvirt_driver_storage.so; do
   compgen -G "/usr/lib/*/libvirt/connection-driver/$so" >/dev/null || missing+=("$so")
 done
 [ -x /usr/sbin/sshd ] || missing+=("/usr/sbin/sshd (openssh-server)")
+if [ "$LAB_LINKS" = netns ]; then
+  for c in ip tc stat; do command -v "$c" >/dev/null || missing+=("$c (FERRY_LAB_LINKS=netns)"); done
+fi
 getent passwd libvirt-qemu >/dev/null || missing+=("user libvirt-qemu")
 getent group kvm >/dev/null || missing+=("group kvm")
 [ -s "$CACHE/vmlinuz" ] || missing+=("guest kernel $CACHE/vmlinuz")
@@ -57,6 +73,22 @@ case "$v" in 1[1-9].*) ;; *) die "libvirtd $v is too old for the lab (want 11+ f
 mkdir -p "$ROOT/hosts" "$CONSOLE_DIR"
 exec 9>"$ROOT/.lock"
 flock -w 300 9 || die "another lab-up/lab-down holds $ROOT/.lock"
+
+# A lab does not change its links under running hosts: they listen where they were started.
+if [ "$LAB_LINKS" = netns ]; then
+  if [ ! -s "$ROOT/links.env" ]; then
+    for i in $(lab_hosts); do
+      [ -z "$(live_pid "$(host_dir "$i")/run/libvirtd.pid" libvirtd)$(live_pid "$(host_dir "$i")/run/virtlogd.pid" virtlogd)" ] ||
+        die "the lab at $ROOT runs on loopback ($LAB_NET.x, host$i is up); hack/lab-down.sh it before FERRY_LAB_LINKS=netns"
+    done
+  else
+    was=$(lab_env_get "$ROOT/links.env" FERRY_LAB_LINK_NET)
+    [ "$was" = "$LINK_NET" ] ||
+      die "the lab at $ROOT has its links on $was.x, not $LINK_NET.x (FERRY_LAB_LINK_NET); hack/lab-down.sh it first"
+  fi
+elif [ -s "$ROOT/links.env" ]; then
+  die "the lab at $ROOT runs with emulated links ($ROOT/links.env); hack/lab-down.sh it first, or set FERRY_LAB_LINKS=netns"
+fi
 
 # The pristine /etc/libvirt every host's etc is seeded from. It must be the machine's own
 # directory, not a host's bind mount leaked into this namespace.
@@ -80,6 +112,11 @@ mkdir -p -m 700 /root/.ssh
 pki_ca
 pki_ferry
 ssh_ferry
+
+if [ "$LAB_LINKS" = netns ]; then
+  net_up "$N"
+  say "links: hosts on $LINK_NET.1-$N, client $CLIENT_ADDR in $NS_CLIENT, bridge in $NS_SWITCH (hack/lab-link.sh shapes them)"
+fi
 
 # --- per host ----------------------------------------------------------------------------
 write_config() {
@@ -148,8 +185,14 @@ EOF
 
 # start_host i: start whatever of virtlogd/libvirtd is not running, in this host's namespace.
 start_host() {
-  local i=$1 H lpid vpid
+  local i=$1 H lpid vpid pre=() nsflags=(-m) where=''
   H=$(host_dir "$i")
+  if [ "$LAB_LINKS" = netns ]; then
+    # its network namespace too: QEMU inherits it, sshd joins it (lab-ssh.sh)
+    pre=(ip netns exec "$(host_ns "$i")")
+    nsflags=(-m -n)
+    where=" and network namespace $(host_ns "$i")"
+  fi
   lpid=$(live_pid "$H/run/libvirtd.pid" libvirtd)
   vpid=$(live_pid "$H/run/virtlogd.pid" virtlogd)
   [ -n "$lpid" ] && [ -n "$vpid" ] && return 0
@@ -161,14 +204,14 @@ start_host() {
     local ns=${lpid:-$vpid}
     if [ -z "$vpid" ]; then
       say "host$i: virtlogd is down, starting it in the namespace of libvirtd $lpid (running guests lost their console output)"
-      nsenter -t "$ns" -m -- virtlogd -d -p /run/libvirt/virtlogd.pid </dev/null >/dev/null 2>>"$H/log/daemon-stderr.log" 9>&- || return 1
+      nsenter -t "$ns" "${nsflags[@]}" -- virtlogd -d -p /run/libvirt/virtlogd.pid </dev/null >/dev/null 2>>"$H/log/daemon-stderr.log" 9>&- || return 1
     else
       say "host$i: libvirtd is down, starting it in the namespace of virtlogd $vpid"
-      nsenter -t "$ns" -m -- libvirtd -d --listen -p /run/libvirt/libvirtd.pid </dev/null >/dev/null 2>>"$H/log/daemon-stderr.log" 9>&- || return 1
+      nsenter -t "$ns" "${nsflags[@]}" -- libvirtd -d --listen -p /run/libvirt/libvirtd.pid </dev/null >/dev/null 2>>"$H/log/daemon-stderr.log" 9>&- || return 1
     fi
     return 0
   fi
-  say "host$i: starting virtlogd and libvirtd on $(host_addr "$i") in a new mount namespace"
+  say "host$i: starting virtlogd and libvirtd on $(host_addr "$i") in a new mount namespace$where"
   # run/ is a tmpfs on a real host: start from an empty one, unless a guest of this host still
   # runs (its daemons were killed): then libvirtd needs run/qemu/NAME.xml to reconnect to it.
   local pf guests=''
@@ -181,7 +224,7 @@ start_host() {
   else
     find "$H/run" -mindepth 1 -delete 2>/dev/null || true
   fi
-  unshare -m --propagation private -- /bin/sh -eu -c '
+  "${pre[@]}" unshare -m --propagation private -- /bin/sh -eu -c '
     H=$1; shift
     for d in "$@"; do mount --bind "$H/${d%%:*}" "${d#*:}"; done
     virtlogd -d -p /run/libvirt/virtlogd.pid
@@ -194,7 +237,7 @@ wait_host() {
   local i=$1 end=$((SECONDS + $2)) H
   H=$(host_dir "$i")
   while :; do
-    if timeout 10 virsh -c "$(host_uri "$i")" version >/dev/null 2>&1; then return 0; fi
+    if in_client timeout 10 virsh -c "$(host_uri "$i")" version >/dev/null 2>&1; then return 0; fi
     [ -n "$(live_pid "$H/run/libvirtd.pid" libvirtd)" ] || { sleep 0.5; [ -n "$(live_pid "$H/run/libvirtd.pid" libvirtd)" ] || { say "host$i: libvirtd is not running"; return 1; }; }
     [ "$SECONDS" -lt "$end" ] || { say "host$i: no answer on $(host_uri "$i") after $2 s"; return 1; }
     sleep 0.2
@@ -291,6 +334,18 @@ FERRY_LAB_CACHE=$CACHE
 FERRY_LAB_SHARED=$SHARED
 FERRY_LAB_NET=$LAB_NET
 EOF
+if [ "$LAB_LINKS" = netns ]; then
+  # FERRY_LAB_NET stays the lab's name; the hosts are on FERRY_LAB_LINK_NET, reached from
+  # FERRY_LAB_NETNS_CLIENT (hack/lab-exec.sh sets FERRY_LAB_NET to FERRY_LAB_LINK_NET there)
+  cat >>"$ROOT/lab.env.tmp" <<EOF
+FERRY_LAB_LINKS=netns
+FERRY_LAB_LINK_NET=$LINK_NET
+FERRY_LAB_CLIENT_ADDR=$CLIENT_ADDR
+FERRY_LAB_NETNS_SWITCH=$NS_SWITCH
+FERRY_LAB_NETNS_CLIENT=$NS_CLIENT
+FERRY_LAB_NETNS_HOSTS=$(for i in $(seq 1 "$N"); do host_ns "$i"; done | paste -sd,)
+EOF
+fi
 mv "$ROOT/lab.env.tmp" "$ROOT/lab.env"
 
 if [ ${#failed[@]} -gt 0 ]; then

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -69,6 +70,41 @@ func labNet() string {
 		return n
 	}
 	return "127.0.10"
+}
+
+// labEnv is the lab's lab.env (hack/lab-up.sh), read once.
+var labEnv = sync.OnceValue(func() map[string]string {
+	m := map[string]string{}
+	data, err := os.ReadFile(filepath.Join(labRoot, "lab.env"))
+	if err != nil {
+		return m
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(l, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+})
+
+// hostNetns is host n's network namespace when the lab runs with emulated
+// links (FERRY_LAB_LINKS=netns), "" on the loopback lab.
+func hostNetns(n string) string {
+	for _, ns := range strings.Split(labEnv()["FERRY_LAB_NETNS_HOSTS"], ",") {
+		if i := strings.LastIndex(ns, "-h"); i >= 0 && ns[i+2:] == n {
+			return ns
+		}
+	}
+	return ""
+}
+
+// inHostNet is a command that sees the network as host n does: in its
+// network namespace with emulated links, right here on the loopback lab.
+func inHostNet(n, name string, args ...string) *exec.Cmd {
+	if ns := hostNetns(n); ns != "" {
+		return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	}
+	return exec.Command(name, args...)
 }
 
 // hostURI is host n over plain TCP, for the tests' own virsh calls.

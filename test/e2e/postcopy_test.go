@@ -34,17 +34,27 @@ func migrationSockets() []string {
 }
 
 // cutMigration destroys the lab's migration streams to host2; it returns how
-// many sockets it killed.
+// many sockets it killed. With emulated links each host has its own sockets:
+// both ends go, in host2's namespace and in the others'.
 func cutMigration(t *testing.T) int {
 	t.Helper()
-	out, err := exec.Command("ss", append([]string{"-K", "-H", "-tn"}, migrationSockets()...)...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ss -K: %v\n%s", err, out)
+	where := []string{"2"}
+	if hostNetns("2") != "" {
+		where = append(where, "1", "3")
 	}
 	n := 0
-	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		if strings.TrimSpace(l) != "" {
-			n++
+	for _, h := range where {
+		if h != "2" && hostNetns(h) == "" {
+			continue
+		}
+		out, err := inHostNet(h, "ss", append([]string{"-K", "-H", "-tn"}, migrationSockets()...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ss -K (host%s's view): %v\n%s", h, err, out)
+		}
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			if strings.TrimSpace(l) != "" {
+				n++
+			}
 		}
 	}
 	return n

@@ -88,36 +88,7 @@ func TestSLAMonitors(t *testing.T) {
 	start := time.Now()
 
 	// The monitor, as a background process on this test's state database.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	mon := e.cmd(ctx, "sla", "monitor", "--poll-interval", "1s", "--poll-timeout", "1s", "--unreachable-after", "3",
-		"--metrics-addr", "127.0.0.1:0")
-	var monOut, monErr syncBuffer
-	mon.Stdout, mon.Stderr = &monOut, &monErr
-	if err := mon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	monDone := make(chan error, 1)
-	go func() { monDone <- mon.Wait() }()
-	stopMonitor := func() error {
-		if mon.ProcessState != nil {
-			return nil
-		}
-		_ = syscall.Kill(mon.Process.Pid, syscall.SIGTERM)
-		select {
-		case err := <-monDone:
-			return err
-		case <-time.After(30 * time.Second):
-			_ = mon.Process.Kill()
-			return fmt.Errorf("ferry sla monitor did not stop on SIGTERM within 30 s")
-		}
-	}
-	t.Cleanup(func() {
-		if err := stopMonitor(); err != nil {
-			t.Errorf("monitor: %v", err)
-		}
-		t.Logf("ferry sla monitor output:\n%s%s", monOut.String(), monErr.String())
-	})
+	monOut, monErr, stopMonitor := startMonitor(t, e, "127.0.0.1:0")
 
 	// 1. On connect the agent places every running VM on its host.
 	waitEvent(t, e, "VM_Reachable of the guest on host1", 30*time.Second, func(ev sla.Event) bool {
@@ -198,21 +169,7 @@ func TestSLAMonitors(t *testing.T) {
 	}, "--vm", vm)
 
 	// 5. The report charges the pause and the failure, and adds up.
-	r := e.ferry("sla", "report", "--vm", vm, "--from", start.Add(-time.Minute).UTC().Format(time.RFC3339Nano), "-o", "json")
-	if r.code != 0 {
-		t.Fatalf("report: exit %d", r.code)
-	}
-	var rep struct {
-		sla.Report
-		Events []sla.Event `json:"events"`
-	}
-	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
-		t.Fatalf("report json: %v", err)
-	}
-	if len(rep.VMs) != 1 || rep.VMs[0].Name != vm {
-		t.Fatalf("report entries %+v", rep.VMs)
-	}
-	entry := rep.VMs[0]
+	rep, entry := vmReport(t, e, vm, start)
 	var pause, crash *sla.Interval
 	for i, iv := range entry.Intervals {
 		switch iv.Rule {
@@ -259,6 +216,71 @@ func TestSLAMonitors(t *testing.T) {
 			t.Errorf("monitor output lacks %s", want)
 		}
 	}
+}
+
+// startMonitor runs `ferry sla monitor` (1 s polls, unreachable after 3) in
+// the background on e's state database until stop or the test's end; metrics
+// is its --metrics-addr.
+func startMonitor(t *testing.T, e *env, metrics string) (out, errb *syncBuffer, stop func() error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	mon := e.cmd(ctx, "sla", "monitor", "--poll-interval", "1s", "--poll-timeout", "1s", "--unreachable-after", "3",
+		"--metrics-addr", metrics)
+	out, errb = &syncBuffer{}, &syncBuffer{}
+	mon.Stdout, mon.Stderr = out, errb
+	if err := mon.Start(); err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- mon.Wait() }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() {
+			defer cancel()
+			_ = syscall.Kill(mon.Process.Pid, syscall.SIGTERM)
+			select {
+			case err = <-done:
+			case <-time.After(30 * time.Second):
+				_ = mon.Process.Kill()
+				err = fmt.Errorf("ferry sla monitor did not stop on SIGTERM within 30 s")
+			}
+		})
+		return err
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Errorf("monitor: %v", err)
+		}
+		t.Logf("ferry sla monitor output:\n%s%s", out.String(), errb.String())
+	})
+	return out, errb, stop
+}
+
+// slaReport is `ferry sla report -o json`: the report and the events it cites.
+type slaReport struct {
+	sla.Report
+	Events []sla.Event `json:"events"`
+}
+
+// vmReport is the SLA report of vm since a minute before start, and its one
+// entry; extra are more flags.
+func vmReport(t *testing.T, e *env, vm string, start time.Time, extra ...string) (slaReport, sla.Entry) {
+	t.Helper()
+	args := append([]string{"sla", "report", "--vm", vm, "--from", start.Add(-time.Minute).UTC().Format(time.RFC3339Nano), "-o", "json"}, extra...)
+	r := e.ferry(args...)
+	if r.code != 0 {
+		t.Fatalf("report: exit %d", r.code)
+	}
+	var rep slaReport
+	if err := json.Unmarshal([]byte(r.stdout), &rep); err != nil {
+		t.Fatalf("report json: %v", err)
+	}
+	if len(rep.VMs) != 1 || rep.VMs[0].Name != vm {
+		t.Fatalf("report entries %+v", rep.VMs)
+	}
+	return rep, rep.VMs[0]
 }
 
 // checkFiguresAddUp recomputes an entry's figures from the intervals the

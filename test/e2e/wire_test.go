@@ -18,8 +18,9 @@ import (
 )
 
 // What crosses the wire: tcpdump captures the lab's migration streams on
-// loopback (capturing changes nothing on the machine), and a small pcap
-// reader gives the tests the TCP payloads.
+// loopback, or with emulated links on the destination host's own interface
+// in its network namespace (capturing changes nothing on the machine), and a
+// small pcap reader gives the tests the TCP payloads.
 
 // capture is a tcpdump writing a pcap file.
 type capture struct {
@@ -33,7 +34,11 @@ func startCapture(t *testing.T, n string) *capture {
 	t.Helper()
 	c := &capture{file: filepath.Join(t.TempDir(), "migration.pcap")}
 	filter := fmt.Sprintf("tcp and dst host %s.%s and dst portrange 49152-49279", labNet(), n)
-	c.cmd = exec.Command("tcpdump", "-i", "lo", "-nn", "-U", "-s", "0", "-w", c.file, filter)
+	iface := "lo"
+	if hostNetns(n) != "" {
+		iface = "lab0" // hack/lab-net.sh
+	}
+	c.cmd = inHostNet(n, "tcpdump", "-i", iface, "-nn", "-U", "-s", "0", "-w", c.file, filter)
 	stderr, err := c.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
