@@ -8,12 +8,22 @@
 #   idle    128 MiB guest, 8 MiB working set, not written              ferry | virsh
 #   hot     512 MiB guest, 32 MiB working set rewritten at 20000 pages/s (78 MiB/s)
 #                                                                      ferry | virsh
-#   overbw  512 MiB guest, 256 MiB working set at 20000 pages/s, every tool capped at
-#           BENCH_CAP_MIBPS (40) MiB/s, below the dirty rate
+#   overbw  512 MiB guest, 256 MiB working set at 20000 pages/s, over a BENCH_CAP_MIBPS (40)
+#           MiB/s link, below the dirty rate: with emulated links (FERRY_LAB_LINKS=netns) the
+#           host1 <-> host2 link is shaped to that rate and no tool is capped (ferry's inventory
+#           says link_mibps); on the loopback lab every tool is capped at that rate (QEMU's cap,
+#           which post-copy does not obey)
 #                                     ferry | ferry --allow-postcopy | virsh --auto-converge
+#                                     | virsh --postcopy --postcopy-after-precopy
 #                                     | virsh --timeout BENCH_PLAIN_TIMEOUT (60) --timeout-suspend
 #   big     2 GiB guest, 1792 MiB working set (filled at boot) rewritten at 5000 pages/s
 #                                                                      ferry | virsh
+#   tls     1 GiB guest, 768 MiB working set (filled at boot) rewritten at 2000 pages/s: the cost
+#           of encrypting the migration stream (ferry: ferry.yaml, qemu+tls and migration TLS,
+#           against ferry-plain.yaml; virsh: --tls against without)
+#                                     ferry | ferry (TLS) | virsh | virsh --tls
+#   rtt5, rtt50  the hot guest over a link with 5 ms / 50 ms of delay each way (emulated
+#           links only: hack/lab-link.sh --delay)                      ferry | virsh
 #
 # Per move: end-to-end wall time of the command; migration time (ferry: its migration_ms,
 # the libvirt migrate call; virsh: the virsh migrate process, which is that call); data
@@ -28,9 +38,10 @@
 # Prints a table per scenario (median (min-max)) and writes every figure and every move
 # as JSON to BENCH_OUT (default ./bench-results.json). Environment: FERRY_LAB_ROOT,
 # FERRY_LAB_NET (the lab to use, as for hack/lab-up.sh), BENCH_REPS, BENCH_SCENARIOS
-# (default "idle hot overbw big"), BENCH_CAP_MIBPS, BENCH_PLAIN_TIMEOUT, BENCH_OUT, FERRY_BIN
+# (default "idle hot overbw big tls", plus "rtt5 rtt50" with emulated links), BENCH_CAP_MIBPS, BENCH_PLAIN_TIMEOUT, BENCH_OUT, FERRY_BIN
 # (default ./bin/ferry).
-# Needs the lab up (hack/lab-up.sh), bin/ferry (make build) and jq.
+# Needs the lab up (hack/lab-up.sh), bin/ferry (make build) and jq; with emulated links it runs
+# in the lab's client namespace (hack/bench.sh starts it through hack/lab-exec.sh).
 #   bench-precopy.sh --report [FILE]     print the tables of an earlier run's JSON again
 #   bench-precopy.sh --markdown [FILE]   the same as the Markdown table of the README
 set -euo pipefail
@@ -87,10 +98,17 @@ esac
 
 export FERRY_LAB_ROOT=${FERRY_LAB_ROOT:-/var/lib/ferry-lab}
 NET=${FERRY_LAB_NET:-127.0.10}
-export FERRY_CONFIG=$FERRY_LAB_ROOT/ferry-plain.yaml # virsh runs without --tls: so does ferry
+PLAIN_CONFIG=$FERRY_LAB_ROOT/ferry-plain.yaml # virsh runs without --tls: so does ferry
+TLS_CONFIG=$FERRY_LAB_ROOT/ferry.yaml         # qemu+tls and migration TLS (the ferry-tls rows)
+export FERRY_CONFIG=$PLAIN_CONFIG
 FERRY=${FERRY_BIN:-$REPO/bin/ferry}
 REPS=${BENCH_REPS:-3}
-SCENARIOS=${BENCH_SCENARIOS:-idle hot overbw big}
+LINKS=$(sed -n 's/^FERRY_LAB_LINKS=//p' "$FERRY_LAB_ROOT/lab.env" 2>/dev/null | tail -n 1)
+if [ "$LINKS" = netns ]; then
+  SCENARIOS=${BENCH_SCENARIOS:-idle hot overbw big tls rtt5 rtt50}
+else
+  SCENARIOS=${BENCH_SCENARIOS:-idle hot overbw big tls}
+fi
 CAP=${BENCH_CAP_MIBPS:-40}
 PLAIN_TIMEOUT=${BENCH_PLAIN_TIMEOUT:-60}
 OUT=${BENCH_OUT:-$REPO/bench-results.json}
@@ -103,6 +121,10 @@ command -v jq >/dev/null || die "jq is missing (hack/install-deps.sh installs it
 for v in REPS CAP PLAIN_TIMEOUT RUN_LIMIT; do
   case "${!v}" in '' | *[!0-9]* | 0) die "$v must be a positive integer, got '${!v}'" ;; esac
 done
+if [ "$LINKS" = netns ]; then
+  [ "$(stat -L -c %i /proc/self/ns/net)" = "$(stat -L -c %i "/run/netns/$(sed -n 's/^FERRY_LAB_NETNS_CLIENT=//p' "$FERRY_LAB_ROOT/lab.env")" 2>/dev/null)" ] ||
+    die "the lab at $FERRY_LAB_ROOT has emulated links: run this through hack/lab-exec.sh (hack/bench.sh does)"
+fi
 
 WORK=$(mktemp -d /tmp/ferry-bench.XXXXXX)
 export FERRY_STATE=$WORK/ferry.db
@@ -112,6 +134,7 @@ RUNS=$WORK/runs.jsonl SCEN=$WORK/scenarios.jsonl
 VM=''
 cleanup() {
   [ -z "$VM" ] || bash "$HERE/lab-guest.sh" undefine "$VM" >/dev/null 2>&1 || true
+  link_clear
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -132,14 +155,36 @@ jobinfo() {
 label() {
   case "$1" in
   ferry) echo "ferry migrate" ;;
+  ferry-tls) echo "ferry migrate (qemu+tls, migration TLS)" ;;
   ferry-postcopy) echo "ferry migrate --allow-postcopy" ;;
   virsh) echo "virsh migrate" ;;
+  virsh-tls) echo "virsh migrate --tls" ;;
   virsh-ac) echo "virsh migrate --auto-converge" ;;
+  virsh-pc) echo "virsh migrate --postcopy --postcopy-after-precopy" ;;
   virsh-timeout) echo "virsh migrate --timeout $PLAIN_TIMEOUT --timeout-suspend" ;;
   esac
 }
 
-at=1 cap=0 scen='' seq=0 corrupt=0
+# link_set ARGS...: shape host1 <-> host2 (hack/lab-link.sh, both ways); link_clear undoes it.
+LINK_SET=0
+link_set() {
+  bash "$HERE/lab-link.sh" host1 host2 "$@" --both >&2 || die "lab-link.sh host1 host2 $* failed"
+  LINK_SET=1
+}
+link_clear() {
+  [ "$LINK_SET" = 0 ] || bash "$HERE/lab-link.sh" host1 host2 --restore >&2 || say "lab-link.sh host1 host2 --restore failed"
+  LINK_SET=0
+}
+
+# link_config MIBPS: ferry's inventory for a shaped link: ferry-plain.yaml with link_mibps (what
+# ferry's plan assumes for the link, as an operator would write it), no cap on QEMU.
+link_config() {
+  sed "s/^\(    migration_address: .*\)\$/\1\n    link_mibps: $1/" "$PLAIN_CONFIG" >"$WORK/ferry-link.yaml"
+  grep -q "link_mibps: $1" "$WORK/ferry-link.yaml" || die "could not write link_mibps into $WORK/ferry-link.yaml"
+  echo "$WORK/ferry-link.yaml"
+}
+
+at=1 cap=0 scen='' seq=0 corrupt=0 config=$PLAIN_CONFIG
 # move TOOL REP: move $VM from host $at to the other host with TOOL; append a JSON line to $RUNS.
 move() {
   local tool=$1 rep=$2 from=$at to=$((3 - at)) rc=0 t0 t1 wall hb0 hb1 hb2 lrc=0 outcome info ferryjson='{}' err='' where cmd
@@ -147,7 +192,8 @@ move() {
   hb0=$(guest_log || true)
   case "$tool" in
   ferry*)
-    args=("$FERRY" migrate "$VM" --to "host$to" -o json)
+    args=(env "FERRY_CONFIG=$config" "$FERRY" migrate "$VM" --to "host$to" -o json)
+    [ "$tool" != ferry-tls ] || args[1]=FERRY_CONFIG=$TLS_CONFIG
     [ "$cap" = 0 ] || args+=(--bandwidth "$cap")
     [ "$tool" != ferry-postcopy ] || args+=(--allow-postcopy)
     ;;
@@ -155,12 +201,13 @@ move() {
     args=(virsh -c "$(uri "$from")" migrate --live --p2p --persistent --undefinesource "$VM" "$(uri "$to")" "tcp://$NET.$to")
     [ "$cap" = 0 ] || args+=(--bandwidth "$cap")
     [ "$tool" != virsh-ac ] || args+=(--auto-converge)
+    [ "$tool" != virsh-pc ] || args+=(--postcopy --postcopy-after-precopy)
+    [ "$tool" != virsh-tls ] || args+=(--tls)
     [ "$tool" != virsh-timeout ] || args+=(--timeout "$PLAIN_TIMEOUT" --timeout-suspend)
     ;;
   esac
   cmd=${args[*]}
-  cmd=${cmd#"$FERRY"}
-  [ "$cmd" = "${args[*]}" ] || cmd="ferry$cmd"
+  case "$tool" in ferry*) cmd="ferry${cmd#*"$FERRY"}" ;; esac
   local load=$(load1)
   seq=$((seq + 1))
   printf '[bench] %-7s rep %d  %-52s host%d -> host%d ... ' "$scen" "$rep" "$(label "$tool")" "$from" "$to" >&2
@@ -231,7 +278,8 @@ move() {
   tail -n 1 "$RUNS" | jq -r '"\(.wall_s * 100 | round / 100) s  \(.outcome)  sent \((.data_sent_bytes // 0) / 1048576 | floor) MiB  iter \(.iterations // "-")  downtime \(.downtime_ms // "-") ms"' >&2
 }
 
-# scenario NAME DESCRIPTION MEM WSS RATE CAP TOOL...: one guest, REPS rounds of TOOL... moves.
+# scenario NAME DESCRIPTION MEM WSS RATE CAP TOOL...: one guest, REPS rounds of TOOL... moves,
+# over the link link_set shaped (if any; link_clear after).
 scenario() {
   scen=$1
   local desc=$2 mem=$3 wss=$4 rate=$5 t0 r i n
@@ -256,6 +304,8 @@ scenario() {
   done
   bash "$HERE/lab-guest.sh" undefine "$VM" >/dev/null 2>&1 || true
   VM=''
+  link_clear
+  config=$PLAIN_CONFIG
   jq -nc --arg name "$scen" --arg desc "$desc" --argjson mem "$mem" --argjson wss "$wss" --argjson rate "$rate" \
     --argjson cap "$cap" --argjson secs "$(sub "$(now)" "$t0")" --arg tools "${tools[*]}" \
     '{name: $name, description: $desc, memory_bytes: ($mem * 1048576), working_set_mib: $wss, dirty_pages_per_sec: $rate,
@@ -271,10 +321,27 @@ for s in $SCENARIOS; do
   case "$s" in
   idle) scenario idle "idle 128 MiB guest (8 MiB working set, not written), no cap" 128 8 0 0 ferry virsh virsh ferry ;;
   hot) scenario hot "512 MiB guest rewriting a 32 MiB working set at 20000 pages/s (78 MiB/s), no cap" 512 32 20000 0 ferry virsh virsh ferry ;;
-  overbw) scenario overbw "512 MiB guest dirtying a 256 MiB working set at 20000 pages/s (78 MiB/s), every tool capped at $CAP MiB/s" \
-    512 256 20000 "$CAP" ferry ferry-postcopy virsh-ac virsh-timeout ;;
+  overbw)
+    if [ "$LINKS" = netns ]; then
+      link_set --rate "${CAP}MiB"
+      config=$(link_config "$CAP")
+      scenario overbw "512 MiB guest dirtying a 256 MiB working set at 20000 pages/s (78 MiB/s), over a $CAP MiB/s link (emulated, both ways), no tool capped" \
+        512 256 20000 0 ferry ferry-postcopy virsh-ac virsh-pc virsh-timeout
+    else
+      scenario overbw "512 MiB guest dirtying a 256 MiB working set at 20000 pages/s (78 MiB/s), every tool capped at $CAP MiB/s" \
+        512 256 20000 "$CAP" ferry ferry-postcopy virsh-ac virsh-pc virsh-timeout
+    fi
+    ;;
   big) scenario big "2 GiB guest, 1792 MiB working set filled at boot, rewritten at 5000 pages/s (20 MiB/s), no cap" 2048 1792 5000 0 ferry virsh virsh ferry ;;
-  *) die "unknown scenario '$s' (idle hot overbw big)" ;;
+  tls) scenario tls "1 GiB guest, 768 MiB working set filled at boot, rewritten at 2000 pages/s (8 MiB/s), no cap: TLS on and off" \
+    1024 768 2000 0 ferry ferry-tls virsh virsh-tls ;;
+  rtt5 | rtt50)
+    [ "$LINKS" = netns ] || die "scenario $s needs emulated links (FERRY_LAB_LINKS=netns hack/lab-up.sh)"
+    link_set --delay "${s#rtt}ms"
+    scenario "$s" "512 MiB guest rewriting a 32 MiB working set at 20000 pages/s (78 MiB/s), ${s#rtt} ms delay each way, no cap" \
+      512 32 20000 0 ferry virsh virsh ferry
+    ;;
+  *) die "unknown scenario '$s' (idle hot overbw big tls rtt5 rtt50)" ;;
   esac
 done
 TOTAL=$(sub "$(now)" "$START")
@@ -316,7 +383,8 @@ jq -n --slurpfile runs "$RUNS" --slurpfile scen "$SCEN" --arg started "$STARTED_
                 migration_over_bound: (if $bound and .migration_s then .migration_s.median / $bound | r3 else null end)}]
          | sort_by(.order) | map(del(.order)))}
      | .comparisons = ([.rows[] | {key: .tool, value: .wall_s.median}] | from_entries as $w |
-         [[["ferry", "virsh"], ["ferry", "virsh-ac"], ["ferry-postcopy", "virsh-ac"]][] as [$a, $b] |
+         [[["ferry", "virsh"], ["ferry-tls", "virsh-tls"], ["ferry-tls", "ferry"], ["virsh-tls", "virsh"],
+           ["ferry", "virsh-ac"], ["ferry-postcopy", "virsh-ac"], ["ferry-postcopy", "virsh-pc"]][] as [$a, $b] |
           select($w[$a] and $w[$b]) | {ferry: $a, baseline: $b, ferry_over_baseline_wall: ($w[$a] / $w[$b] | r3)}])],
    runs: $runs}
   | .checks = (

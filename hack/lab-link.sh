@@ -18,8 +18,9 @@
 #   L     loss: 0.1% (each packet dropped at random with that chance; 100% drops all of A -> B)
 #
 # Rate, loss and cuts are on A's side (hack/lab-net.sh): an HTB class per peer on the egress of A's
-# veth, rate R (else unlimited), a blackhole leaf when cut; loss is a random draw in a classic BPF
-# filter sending that share of A -> B packets to a blackhole class. Delay and jitter come after, in
+# veth, rate R (else unlimited) with a queue of 100 ms at that rate, a blackhole leaf when cut;
+# loss is a random draw in a classic BPF filter sending that share of A -> B packets to a
+# blackhole class. Delay and jitter come after, in
 # the switch: A -> B's IPv4 frames are redirected from A's bridge port through a tap of the
 # userspace delay stage hack/linkdelay (no netem needed; built into $ROOT/bin, one daemon a lab,
 # pid $ROOT/run/linkdelay.pid, log $ROOT/log/linkdelay.log, stopped by lab-down.sh).
@@ -333,7 +334,7 @@ loss_bytecode() {
 
 # dir_set FROM TO CUT: shape FROM -> TO with rate_b/delay_us/jitter_us/loss_t (CUT=1: drop all).
 dir_set() {
-  local from=$1 to=$2 cut=$3 ns dst m cls leaf lcls lleaf r burst
+  local from=$1 to=$2 cut=$3 ns dst m cls leaf lcls lleaf r burst q
   endpoint "$from"
   ns=$EP_NS
   endpoint "$to"
@@ -351,6 +352,13 @@ dir_set() {
   fi
   if [ "$cut" = 1 ]; then
     tcx "$ns" qdisc add dev "$NET_IF" parent "$cls" handle "$leaf" blackhole
+  elif [ -n "$rate_b" ]; then
+    # a router's buffer: 100 ms at the rate (a 10000-packet queue of 64 KiB GSO frames would
+    # hold seconds at 40 MiB/s, and every RPC on the link would wait behind it)
+    q=$((rate_b / 8 / 10))
+    [ "$q" -ge 262144 ] || q=262144
+    [ "$q" -le 67108864 ] || q=67108864
+    tcx "$ns" qdisc add dev "$NET_IF" parent "$cls" handle "$leaf" bfifo limit "$q"
   else
     tcx "$ns" qdisc add dev "$NET_IF" parent "$cls" handle "$leaf" pfifo limit 10000
   fi
