@@ -27,7 +27,8 @@
 # netns); FERRY_LAB_LINKS= (empty) is the loopback lab: hosts on 127.0.10.i in the machine's own
 # network namespace, no shaping.
 #
-# Re-runnable: hosts that are up are left alone, dead ones are restarted. Exit 0 only if all N answer.
+# Re-runnable: hosts that are up are left alone, dead ones are restarted, and a libvirtd that runs
+# but does not answer within 15 s is stopped (its stacks kept in its log directory) and restarted. Exit 0 only if all N answer.
 # Needs the packages of hack/install-deps.sh. Stop with hack/lab-down.sh.
 set -euo pipefail
 
@@ -275,11 +276,31 @@ fail_report() {
   fi
 }
 
+# unhang i: host i's libvirtd runs but does not answer: keep its threads' stacks for the record
+# and stop it (its guests keep running; start_host restarts it next to its virtlogd). libvirtd
+# 11.3 can deadlock its main thread closing a client killed in the middle of a volume stream
+# over TLS (a crash of `ferry migrate --cold`; the lab's e2e does exactly that): a daemon that
+# hangs so is no use to anyone.
+unhang() {
+  local i=$1 H pid bt
+  H=$(host_dir "$i")
+  pid=$(live_pid "$H/run/libvirtd.pid" libvirtd)
+  [ -n "$pid" ] || return 0
+  in_client timeout 15 virsh -c "$(host_uri "$i")" version >/dev/null 2>&1 && return 0
+  bt=$H/log/libvirtd-hung-$(date -u +%Y%m%dT%H%M%SZ).txt
+  if command -v gdb >/dev/null; then
+    timeout 60 gdb -p "$pid" -batch -ex 'thread apply all bt 20' >"$bt" 2>&1 || true
+  fi
+  say "host$i: libvirtd $pid is alive but has not answered for 15 s: stopping it (thread stacks: $bt)"
+  stop_pid "$pid" "host$i libvirtd" 3 || return 1
+}
+
 failed=()
 declare -A was_up=()
 for i in $(seq 1 "$N"); do
   write_config "$i"
   H=$(host_dir "$i")
+  unhang "$i" || say "host$i: the hung libvirtd could not be stopped"
   if [ -n "$(live_pid "$H/run/libvirtd.pid" libvirtd)" ] && [ -n "$(live_pid "$H/run/virtlogd.pid" virtlogd)" ]; then
     was_up[$i]=1
   fi

@@ -384,12 +384,19 @@ func jobActive(t *testing.T, host, name string) (bool, uint64) {
 	return true, processed
 }
 
-// restartLabHost brings a killed lab host back (lab-up leaves healthy ones alone).
+// restartLabHost brings a killed or hung lab host back (lab-up leaves healthy
+// ones alone); what lab-up had to restart is in the test's log.
 func restartLabHost(t *testing.T) {
 	t.Helper()
 	c := exec.Command("bash", filepath.Join(repoRoot, "hack", "lab-up.sh"))
 	c.Env = append(os.Environ(), "FERRY_LAB_ROOT="+labRoot)
-	if out, err := c.CombinedOutput(); err != nil {
+	out, err := c.CombinedOutput()
+	if err != nil {
 		t.Fatalf("lab-up to restart the host: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, "has not answered") || strings.Contains(l, ": starting virtlogd") || strings.Contains(l, "is down, starting") {
+			t.Logf("lab-up: %s", l)
+		}
 	}
 }
