@@ -279,15 +279,13 @@ func domstate(t *testing.T, host, name string) string {
 // labHosts lists the lab's host numbers ("1", "2", ...) from its lab.env.
 func labHosts(t *testing.T) []string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(labRoot, "lab.env"))
-	if err != nil {
-		t.Fatalf("lab.env: %v", err)
+	lab := labEnv()
+	if len(lab) == 0 {
+		t.Fatalf("no lab.env in %s (hack/lab-up.sh writes it)", labRoot)
 	}
-	n := 2
-	for _, l := range strings.Split(string(data), "\n") {
-		if v, ok := strings.CutPrefix(l, "FERRY_LAB_HOSTS="); ok {
-			n, _ = strconv.Atoi(v)
-		}
+	n, err := strconv.Atoi(lab["FERRY_LAB_HOSTS"])
+	if err != nil {
+		n = 2
 	}
 	var out []string
 	for i := 1; i <= n; i++ {

@@ -5,7 +5,6 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -23,12 +21,12 @@ import (
 	"github.com/ferryvm/ferry/sla"
 )
 
-// Emulated links (issue 13): with the lab up as FERRY_LAB_LINKS=netns every
+// Emulated links (issue 13): with the lab up as FERRY_LAB_LINKS=netns (the default) every
 // host sits in a network namespace of its own, joined to the others through
 // a bridge, and hack/lab-link.sh gives a link between two of them a
 // bandwidth, a delay, loss, or cuts it. These tests run there only (from the
-// lab's client namespace: `make e2e FERRY_LAB_LINKS=netns`, or
-// hack/lab-exec.sh go test -tags e2e ./test/e2e/) and skip on the loopback lab.
+// lab's client namespace: `make e2e`, or hack/lab-exec.sh go test -tags e2e
+// ./test/e2e/) and skip on the loopback lab (FERRY_LAB_LINKS=).
 
 // linkRateMiB is the bandwidth the tests give the host1 -> host2 link.
 const linkRateMiB = 20
@@ -38,22 +36,16 @@ const linkRateMiB = 20
 // exist only inside the lab's namespaces).
 func linksLab(t *testing.T) {
 	t.Helper()
-	env := labEnv()
-	if env["FERRY_LAB_LINKS"] != "netns" {
+	lab := labEnv()
+	if lab["FERRY_LAB_LINKS"] != "netns" {
 		t.Skipf("the lab at %s runs without emulated links (FERRY_LAB_LINKS=netns hack/lab-up.sh; tests through hack/lab-exec.sh)", labRoot)
 	}
-	client := env["FERRY_LAB_NETNS_CLIENT"]
-	if !sameFile("/proc/self/ns/net", filepath.Join("/run/netns", client)) {
+	client := lab["FERRY_LAB_NETNS_CLIENT"]
+	self, err1 := os.Stat("/proc/self/ns/net")
+	ns, err2 := os.Stat(filepath.Join("/run/netns", client))
+	if err1 != nil || err2 != nil || !os.SameFile(self, ns) {
 		t.Fatalf("the tests do not run in the lab's client namespace %s: run them through hack/lab-exec.sh", client)
 	}
-}
-
-func sameFile(a, b string) bool {
-	var sa, sb syscall.Stat_t
-	if syscall.Stat(a, &sa) != nil || syscall.Stat(b, &sb) != nil {
-		return false
-	}
-	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
 }
 
 // labLink runs hack/lab-link.sh; it returns its output and exit code.
@@ -64,15 +56,17 @@ func labLink(t *testing.T, args ...string) (string, int) {
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
 	err := c.Run()
-	var ee *exec.ExitError
-	switch {
-	case err == nil:
-		return out.String(), 0
-	case errors.As(err, &ee):
-		return out.String(), ee.ExitCode()
-	default:
+	if c.ProcessState == nil {
 		t.Fatalf("lab-link.sh %v: %v", args, err)
-		return "", -1
+	}
+	return out.String(), exitCode(c, err)
+}
+
+// mustLink runs hack/lab-link.sh A B ARGS... and fails the test unless it succeeds.
+func mustLink(t *testing.T, a, b string, args ...string) {
+	t.Helper()
+	if out, code := labLink(t, append([]string{a, b}, args...)...); code != 0 {
+		t.Fatalf("lab-link.sh %s %s %v: exit %d\n%s", a, b, args, code, out)
 	}
 }
 
@@ -80,9 +74,7 @@ func labLink(t *testing.T, args ...string) (string, int) {
 func setLink(t *testing.T, a, b string, args ...string) {
 	t.Helper()
 	restoreLinkAtEnd(t, a, b)
-	if out, code := labLink(t, append([]string{a, b}, args...)...); code != 0 {
-		t.Fatalf("lab-link.sh %s %s %v: exit %d\n%s", a, b, args, code, out)
-	}
+	mustLink(t, a, b, args...)
 }
 
 func restoreLinkAtEnd(t *testing.T, a, b string) {
@@ -182,10 +174,7 @@ func TestEmulatedLinkDelay(t *testing.T) {
 	linksLab(t)
 	e := newEnv(t)
 	const vm = "e2e-link-delay"
-	restoreLinkAtEnd(t, "host1", "host2")
-	if out, code := labLink(t, "host1", "host2", "--delay", "50ms", "--both"); code != 0 {
-		t.Fatalf("lab-link.sh --delay: exit %d\n%s", code, out)
-	}
+	setLink(t, "host1", "host2", "--delay", "50ms", "--both")
 	newGuest(t, vm, guestSpec{host: "1", memMiB: 128, wssMiB: 32, rate: 2000})
 	// The round trip between the hosts' namespaces is 2 × 50 ms.
 	rtt := connectTime(t, "1", labNet()+".2:16509")
@@ -237,9 +226,7 @@ func TestEmulatedLinkCutRollsBack(t *testing.T) {
 		active, processed := jobActive(t, "1", vm)
 		return active && processed > 16<<20
 	})
-	if out, code := labLink(t, "host1", "host2", "--cut"); code != 0 {
-		t.Fatalf("lab-link.sh --cut: exit %d\n%s", code, out)
-	}
+	mustLink(t, "host1", "host2", "--cut")
 	cut := time.Now()
 	var code int
 	select {
@@ -264,9 +251,7 @@ func TestEmulatedLinkCutRollsBack(t *testing.T) {
 	heartbeatAbove(t, vm, heartbeat(t, vm), 15*time.Second)
 
 	// Restored, the link carries the move.
-	if out, code := labLink(t, "host1", "host2", "--restore"); code != 0 {
-		t.Fatalf("lab-link.sh --restore: exit %d\n%s", code, out)
-	}
+	mustLink(t, "host1", "host2", "--restore")
 	before := heartbeat(t, vm)
 	res, r := migrateJSON(t, e, vm, "--to", "host2")
 	if r.code != 0 || res.State != journal.StateCompleted {
@@ -296,10 +281,7 @@ func TestSLAPartition(t *testing.T) {
 	}, "--vm", onHost2)
 
 	// ferry's machine loses host2; host1 and host2 still see each other.
-	restoreLinkAtEnd(t, "client", "host2")
-	if out, code := labLink(t, "client", "host2", "--cut"); code != 0 {
-		t.Fatalf("lab-link.sh client host2 --cut: exit %d\n%s", code, out)
-	}
+	setLink(t, "client", "host2", "--cut")
 	evs := waitEvent(t, e, "PS_Unreachable for host2", 60*time.Second, func(ev sla.Event) bool {
 		return ev.Kind == sla.PSUnreachable
 	}, "--host", "host2")
@@ -317,9 +299,7 @@ func TestSLAPartition(t *testing.T) {
 		return ev.Kind == sla.MigrationCompleted && ev.Host == "host2" && ev.ObservedAt.After(unreachableAt)
 	}, "--host", "host2")
 
-	if out, code := labLink(t, "client", "host2", "--restore"); code != 0 {
-		t.Fatalf("lab-link.sh client host2 --restore: exit %d\n%s", code, out)
-	}
+	mustLink(t, "client", "host2", "--restore")
 	waitEvent(t, e, "PS_Reachable for host2 after the restore", 60*time.Second, func(ev sla.Event) bool {
 		return ev.Kind == sla.PSReachable && ev.ObservedAt.After(unreachableAt)
 	}, "--host", "host2")
